@@ -1,0 +1,382 @@
+"""The start link: wakes the team's GPU instance and answers with the Jupyter URL.
+
+Runs in AWS Lambda behind an API Gateway REST API (proxy integration, payload v1):
+
+    GET /v1/start?pass=<team password>[&view=page]   wake the instance if it sleeps
+    GET /v1/status?pass=<team password>[&view=page]  report, never start anything
+
+Only the standard library and boto3 (shipped in the Lambda Python runtime) are imported, so
+Terraform zips this folder as it is. Configuration is read from the environment in `Config`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import html
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+
+# Every AWS action this module calls. The Terraform policy (infrastructure/iam.tf) grants exactly
+# these, and tests/lambda_src/test_least_privilege.py runs the handler under moto with only these.
+IAM_ACTIONS = (
+    "ec2:DescribeInstances",
+    "ec2:ModifyInstanceAttribute",
+    "ec2:StartInstances",
+    "ssm:GetParameter",
+)
+
+# The instance sets this tag on itself once Jupyter answers (ec2_bootstrap/ready_signal), with the
+# UTC time as value. It means "ready" only when it is newer than the instance's last LaunchTime.
+READY_TAG = "jupyter-on-demand:ready-at"
+
+STARTING_MESSAGE = (
+    "Jupyter Lab will start in 1-3 min. Wait and reload this request to get the access URL."
+)
+RUNNING_MESSAGE = (
+    "Jupyter Lab already running at {url}. "
+    "Remember: it will be inactive again when idle for {idle_minutes} min."
+)
+PENDING_MESSAGE = "Jupyter Lab is starting. Wait a minute and reload this request."
+STOPPING_MESSAGE = (
+    "Jupyter Lab is going to sleep. Reload this request in a minute to wake it again."
+)
+STOPPED_MESSAGE = "Jupyter Lab is asleep. Open the /start link to wake it."
+GONE_MESSAGE = (
+    "The Jupyter instance does not exist any more ({detail}). Ask the admin to run terraform apply."
+)
+NO_CAPACITY_MESSAGE = (
+    "AWS has no free {instance_type} capacity in this zone right now. Retry in a few minutes."
+)
+AWS_ERROR_MESSAGE = (
+    "AWS did not answer as expected. Retry in a minute; if it persists, tell the admin."
+)
+MISCONFIGURED_MESSAGE = "The start link is misconfigured. Ask the admin to run terraform apply."
+MISSING_PASS_MESSAGE = "Add ?pass=<team password> to the link."  # noqa: S105 (a message, not a secret)
+WRONG_PASS_MESSAGE = "Wrong password."  # noqa: S105 (a message, not a secret)
+
+MAX_PARAMETER_LENGTH = 1024
+ROUTES = ("/start", "/status")
+VIEWS = ("json", "page")
+
+
+@dataclass(frozen=True)
+class Config:
+    instance_id: str
+    team_pass_parameter: str
+    jupyter_port: int = 8443
+    jupyter_scheme: str = "https"
+    idle_minutes: str = "40"
+    fallback_instance_types: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        missing = [name for name in ("INSTANCE_ID", "TEAM_PASS_PARAMETER") if not env.get(name)]
+        if missing:
+            raise ConfigError(f"missing environment variables: {', '.join(missing)}")
+        fallbacks = env.get("FALLBACK_INSTANCE_TYPES", "")
+        try:
+            port = int(env.get("JUPYTER_PORT") or "8443")
+        except ValueError as error:
+            raise ConfigError(f"JUPYTER_PORT is not a number: {error}") from error
+        return cls(
+            instance_id=env["INSTANCE_ID"],
+            team_pass_parameter=env["TEAM_PASS_PARAMETER"],
+            jupyter_port=port,
+            jupyter_scheme=env.get("JUPYTER_SCHEME", "https"),
+            idle_minutes=env.get("IDLE_MINUTES", "40"),
+            fallback_instance_types=tuple(t.strip() for t in fallbacks.split(",") if t.strip()),
+        )
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    message: str
+    state: str | None = None
+    url: str | None = None
+    ready: bool | None = None
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"message": self.message, "state": self.state}
+        if self.url:
+            body["url"] = self.url
+        if self.ready is not None:
+            body["ready"] = self.ready
+        return body
+
+
+class ConfigError(Exception):
+    """The Lambda's environment is incomplete: a deploy problem, not a user one."""
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --- AWS clients and the cached password -------------------------------------------------------
+
+
+@functools.cache
+def client(service: str):
+    """One boto3 client per service and container, created on first use (after moto starts)."""
+    return boto3.client(service)
+
+
+@functools.cache
+def team_password(parameter_name: str) -> str:
+    """The team password from SSM, read once per Lambda container."""
+    response = client("ssm").get_parameter(Name=parameter_name, WithDecryption=True)
+    return response["Parameter"]["Value"]
+
+
+# --- Request parsing ---------------------------------------------------------------------------
+
+
+def parse_request(event: Any) -> tuple[str, str | None, str]:
+    """Return (route, password, view) from an API Gateway v1 proxy event, or raise BadRequest."""
+    if not isinstance(event, dict):
+        raise BadRequest(400, "Malformed request.")
+    method = event.get("httpMethod")
+    if method not in ("GET", "HEAD"):
+        raise BadRequest(405, "Only GET is supported.")
+    route = route_of(event)
+    params = query_parameters(event)
+    view = params.get("view") or "json"
+    if view not in VIEWS:
+        raise BadRequest(400, "view must be json or page.")
+    return route, params.get("pass"), view
+
+
+def route_of(event: dict[str, Any]) -> str:
+    path = event.get("resource") or event.get("path")
+    if not isinstance(path, str):
+        raise BadRequest(404, "Not found. Use /v1/start or /v1/status.")
+    path = path.rstrip("/")
+    if path.startswith("/v1/"):
+        path = path[len("/v1") :]
+    if path not in ROUTES:
+        raise BadRequest(404, "Not found. Use /v1/start or /v1/status.")
+    return path
+
+
+def query_parameters(event: dict[str, Any]) -> dict[str, str]:
+    """Single-valued parameters; API Gateway keeps the last value of a repeated parameter."""
+    params: dict[str, Any] = {}
+    multi = event.get("multiValueQueryStringParameters")
+    if isinstance(multi, dict):
+        for name, values in multi.items():
+            if isinstance(values, list) and values:
+                params[name] = values[-1]
+            elif values is not None:
+                params[name] = values
+    elif multi is not None:
+        raise BadRequest(400, "Malformed query string.")
+    single = event.get("queryStringParameters")
+    if isinstance(single, dict):
+        params.update(single)
+    elif single is not None:
+        raise BadRequest(400, "Malformed query string.")
+    for name in ("pass", "view"):
+        value = params.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise BadRequest(400, f"Parameter {name} must be a string.")
+        if len(value) > MAX_PARAMETER_LENGTH:
+            raise BadRequest(400, f"Parameter {name} is too long.")
+    return {k: v for k, v in params.items() if k in ("pass", "view")}
+
+
+def check_password(given: str | None, config: Config) -> None:
+    if not given:
+        raise BadRequest(401, MISSING_PASS_MESSAGE)
+    expected = team_password(config.team_pass_parameter)
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise BadRequest(403, WRONG_PASS_MESSAGE)
+
+
+# --- The decisions -----------------------------------------------------------------------------
+
+
+def describe(instance_id: str) -> dict[str, Any] | None:
+    """The instance's description, or None when EC2 does not know the id."""
+    try:
+        response = client("ec2").describe_instances(InstanceIds=[instance_id])
+    except ClientError as error:
+        if error.response["Error"]["Code"].startswith("InvalidInstanceID"):
+            return None
+        raise
+    for reservation in response.get("Reservations", []):
+        for instance in reservation.get("Instances", []):
+            return instance
+    return None
+
+
+def jupyter_url(instance: dict[str, Any], config: Config) -> str | None:
+    host = instance.get("PublicDnsName") or instance.get("PublicIpAddress")
+    if not host:
+        return None
+    return f"{config.jupyter_scheme}://{host}:{config.jupyter_port}/lab"
+
+
+def is_ready(instance: dict[str, Any]) -> bool:
+    """True once the instance tagged itself ready after its latest launch."""
+    tags = {t.get("Key"): t.get("Value") for t in instance.get("Tags", [])}
+    launched = instance.get("LaunchTime")
+    try:
+        ready_at = datetime.fromisoformat(tags[READY_TAG])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return isinstance(launched, datetime) and ready_at.tzinfo is not None and ready_at >= launched
+
+
+def status_reply(instance: dict[str, Any] | None, config: Config) -> Reply | None:
+    """The answer for every state but `stopped`; None when the instance is stopped."""
+    if instance is None:
+        logger.error("instance %s not found: the stack needs terraform apply", config.instance_id)
+        return Reply(500, GONE_MESSAGE.format(detail="unknown instance id"), "unknown")
+    state = instance["State"]["Name"]
+    if state == "running":
+        url = jupyter_url(instance, config)
+        if url is None:
+            logger.info("instance running but has no public address yet")
+            return Reply(200, PENDING_MESSAGE, "pending", ready=False)
+        message = RUNNING_MESSAGE.format(url=url, idle_minutes=config.idle_minutes)
+        return Reply(200, message, state, url=url, ready=is_ready(instance))
+    if state == "pending":
+        return Reply(200, PENDING_MESSAGE, state, ready=False)
+    if state == "stopping":
+        return Reply(200, STOPPING_MESSAGE, state, ready=False)
+    if state == "stopped":
+        return None
+    logger.error("instance %s is %s: the stack needs terraform apply", config.instance_id, state)
+    return Reply(500, GONE_MESSAGE.format(detail=state), state)
+
+
+def start(instance: dict[str, Any], config: Config) -> Reply:
+    """Start a stopped instance, switching to a fallback type when AWS has no capacity."""
+    current_type = instance.get("InstanceType", "")
+    candidates = [current_type] + [t for t in config.fallback_instance_types if t != current_type]
+    for index, instance_type in enumerate(candidates):
+        if index > 0:
+            logger.warning(
+                "no capacity for %s; switching to %s", candidates[index - 1], instance_type
+            )
+            client("ec2").modify_instance_attribute(
+                InstanceId=config.instance_id, InstanceType={"Value": instance_type}
+            )
+        try:
+            client("ec2").start_instances(InstanceIds=[config.instance_id])
+        except ClientError as error:
+            code = error.response["Error"]["Code"]
+            if code == "InsufficientInstanceCapacity":
+                continue
+            if code == "IncorrectInstanceState":
+                logger.info("instance changed state while starting: %s", code)
+                return Reply(200, STOPPING_MESSAGE, "stopping", ready=False)
+            raise
+        logger.info("started instance %s as %s", config.instance_id, instance_type)
+        message = STARTING_MESSAGE
+        if index > 0:
+            message += (
+                f" AWS had no {current_type} capacity, so it runs as {instance_type} this time."
+            )
+        return Reply(200, message, "pending", ready=False)
+    logger.warning("no capacity for any of %s", ", ".join(candidates))
+    return Reply(503, NO_CAPACITY_MESSAGE.format(instance_type=" or ".join(candidates)), "stopped")
+
+
+def handle(route: str, config: Config) -> Reply:
+    instance = describe(config.instance_id)
+    reply = status_reply(instance, config)
+    if reply is not None:
+        return reply
+    if route == "/status":
+        return Reply(200, STOPPED_MESSAGE, "stopped", ready=False)
+    return start(instance, config)
+
+
+# --- Rendering ---------------------------------------------------------------------------------
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+{refresh}<title>Jupyter on demand</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em}}
+a.open{{display:inline-block;font-size:1.6em;padding:.6em 1.2em;background:#f37726;color:#fff;
+border-radius:.3em;text-decoration:none}}</style></head>
+<body><h1>Jupyter on demand</h1>
+<p id="message" data-state="{state}">{message}</p>
+{link}</body></html>
+"""
+PAGE_REFRESH_SECONDS = 10
+
+
+def render_page(reply: Reply) -> str:
+    waiting = reply.status < 400 and not (reply.url and reply.ready)
+    refresh = f'<meta http-equiv="refresh" content="{PAGE_REFRESH_SECONDS}">\n' if waiting else ""
+    link = ""
+    if reply.url:
+        note = "" if reply.ready else "<p>Jupyter is still booting; this page reloads itself.</p>"
+        link = f'<p><a class="open" id="open" href="{html.escape(reply.url)}">Open Jupyter Lab</a></p>{note}'
+    elif waiting:
+        link = f"<p>This page reloads itself every {PAGE_REFRESH_SECONDS} s.</p>"
+    return PAGE.format(
+        refresh=refresh,
+        state=html.escape(reply.state or ""),
+        message=html.escape(reply.message),
+        link=link,
+    )
+
+
+def respond(reply: Reply, view: str) -> dict[str, Any]:
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    if view == "page":
+        headers["Content-Type"] = "text/html; charset=utf-8"
+        body = render_page(reply)
+    else:
+        headers["Content-Type"] = "application/json"
+        body = json.dumps(reply.body())
+    return {"statusCode": reply.status, "headers": headers, "body": body}
+
+
+def describe_event(event: Any) -> str:
+    """Method and path for the log; never the query string, which holds the password."""
+    if not isinstance(event, dict):
+        return "malformed event"
+    return f"{str(event.get('httpMethod'))[:10]} {str(event.get('path'))[:100]}"
+
+
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    view = "json"
+    try:
+        route, password, view = parse_request(event)
+        config = Config.from_env()
+        check_password(password, config)
+        reply = handle(route, config)
+    except BadRequest as error:
+        reply = Reply(error.status, error.message)
+    except ConfigError:
+        logger.exception("the Lambda is misconfigured")
+        reply = Reply(500, MISCONFIGURED_MESSAGE)
+    except (ClientError, BotoCoreError):
+        logger.exception("AWS call failed")
+        reply = Reply(503, AWS_ERROR_MESSAGE)
+    logger.info("%s -> %s %s", describe_event(event), reply.status, reply.state)
+    return respond(reply, view)

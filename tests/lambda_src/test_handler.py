@@ -1,0 +1,274 @@
+"""The start link's answers, state by state, against moto's EC2 and SSM."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
+
+import handler
+from tests.lambda_src.conftest import PARAMETER, TEAM_PASS, Stack, call, event
+
+STARTING = "Jupyter Lab will start in 1-3 min. Wait and reload this request to get the access URL."
+
+
+def set_moto_state(stack: Stack, name: str, code: int) -> None:
+    """moto moves instances straight to running/stopped; set the transitional states by hand."""
+    instance = ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_instance(stack.instance_id)
+    instance._state.name = name
+    instance._state.code = code
+
+
+def public_dns(stack: Stack) -> str:
+    reservations = stack.ec2.describe_instances(InstanceIds=[stack.instance_id])["Reservations"]
+    return reservations[0]["Instances"][0]["PublicDnsName"]
+
+
+def start_event() -> dict:
+    return event("/start", {"pass": TEAM_PASS})
+
+
+def test_stopped_instance_is_started_with_the_exact_design_message(stack: Stack) -> None:
+    status, body = call(start_event())
+    assert status == 200
+    assert body["message"] == STARTING
+    assert body["state"] == "pending"
+    assert "url" not in body
+    assert stack.state() == "running"
+
+
+def test_running_instance_answers_with_the_exact_url_message(stack: Stack) -> None:
+    stack.ec2.start_instances(InstanceIds=[stack.instance_id])
+    status, body = call(start_event())
+    url = f"https://{public_dns(stack)}:8443/lab"
+    assert status == 200
+    assert body["message"] == (
+        f"Jupyter Lab already running at {url}. "
+        "Remember: it will be inactive again when idle for 40 min."
+    )
+    assert body["url"] == url
+    assert body["state"] == "running"
+
+
+def test_scheme_port_and_idle_minutes_come_from_the_environment(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUPYTER_SCHEME", "http")
+    monkeypatch.setenv("JUPYTER_PORT", "9999")
+    monkeypatch.setenv("IDLE_MINUTES", "15")
+    stack.ec2.start_instances(InstanceIds=[stack.instance_id])
+    _, body = call(start_event())
+    assert body["url"] == f"http://{public_dns(stack)}:9999/lab"
+    assert body["message"].endswith("when idle for 15 min.")
+
+
+def test_pending_instance_asks_to_reload_and_starts_nothing(stack: Stack) -> None:
+    set_moto_state(stack, "pending", 0)
+    with mock.patch.object(handler, "start") as start:
+        status, body = call(start_event())
+    assert status == 200
+    assert body["state"] == "pending"
+    assert "starting" in body["message"] and "reload" in body["message"]
+    start.assert_not_called()
+
+
+def test_stopping_instance_asks_to_reload_in_a_minute(stack: Stack) -> None:
+    set_moto_state(stack, "stopping", 64)
+    status, body = call(start_event())
+    assert status == 200
+    assert body["state"] == "stopping"
+    assert body["message"] == handler.STOPPING_MESSAGE
+    assert stack.state() == "stopping"
+
+
+def test_a_reload_after_stopping_finished_starts_it(stack: Stack) -> None:
+    set_moto_state(stack, "stopping", 64)
+    call(start_event())
+    set_moto_state(stack, "stopped", 80)
+    status, body = call(start_event())
+    assert (status, body["message"]) == (200, STARTING)
+    assert stack.state() == "running"
+
+
+@pytest.mark.parametrize(("state", "code"), [("terminated", 48), ("shutting-down", 32)])
+def test_gone_instance_asks_for_terraform_apply_and_logs(
+    stack: Stack, state: str, code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_moto_state(stack, state, code)
+    status, body = call(start_event())
+    assert status == 500
+    assert body["state"] == state
+    assert "terraform apply" in body["message"]
+    assert any(
+        "terraform apply" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records
+    )
+
+
+def test_unknown_instance_id_asks_for_terraform_apply(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INSTANCE_ID", "i-0123456789abcdef0")
+    status, body = call(start_event())
+    assert status == 500
+    assert body["state"] == "unknown"
+    assert "terraform apply" in body["message"]
+
+
+def test_status_never_starts_a_stopped_instance(stack: Stack) -> None:
+    status, body = call(event("/status", {"pass": TEAM_PASS}))
+    assert status == 200
+    assert body["state"] == "stopped"
+    assert "asleep" in body["message"]
+    assert stack.state() == "stopped"
+
+
+def test_status_reports_the_url_when_running(stack: Stack) -> None:
+    stack.ec2.start_instances(InstanceIds=[stack.instance_id])
+    status, body = call(event("/status", {"pass": TEAM_PASS}))
+    assert status == 200
+    assert body["url"] == f"https://{public_dns(stack)}:8443/lab"
+
+
+def test_ready_flag_follows_the_tag_the_instance_sets_after_its_launch(stack: Stack) -> None:
+    stack.ec2.start_instances(InstanceIds=[stack.instance_id])
+    _, body = call(start_event())
+    assert body["ready"] is False
+    stale = datetime(2000, 1, 1, tzinfo=UTC).isoformat()
+    stack.ec2.create_tags(
+        Resources=[stack.instance_id], Tags=[{"Key": handler.READY_TAG, "Value": stale}]
+    )
+    assert call(start_event())[1]["ready"] is False
+    fresh = (datetime.now(UTC) + timedelta(seconds=5)).isoformat()
+    stack.ec2.create_tags(
+        Resources=[stack.instance_id], Tags=[{"Key": handler.READY_TAG, "Value": fresh}]
+    )
+    assert call(start_event())[1]["ready"] is True
+
+
+# --- Errors moto never raises: injected by patching the client, as each test says ----------------
+
+
+def client_error(code: str, operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": f"injected {code}"}}, operation)
+
+
+def patch_start_instances(errors_by_type: dict[str, str]):
+    """Make StartInstances fail with the given code for the given instance types (moto can't)."""
+    real_client = handler.client("ec2")
+    real_start = real_client.start_instances
+
+    def start_instances(**kwargs):
+        instance_id = kwargs["InstanceIds"][0]
+        reservations = real_client.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        instance_type = reservations[0]["Instances"][0]["InstanceType"]
+        if instance_type in errors_by_type:
+            raise client_error(errors_by_type[instance_type], "StartInstances")
+        return real_start(**kwargs)
+
+    return mock.patch.object(real_client, "start_instances", side_effect=start_instances)
+
+
+def test_insufficient_capacity_without_fallbacks_answers_503_retry(stack: Stack) -> None:
+    with patch_start_instances({"g4dn.4xlarge": "InsufficientInstanceCapacity"}):
+        status, body = call(start_event())
+    assert status == 503
+    assert "Retry in a few minutes" in body["message"]
+    assert stack.state() == "stopped"
+
+
+def test_insufficient_capacity_switches_to_the_next_fallback_type(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FALLBACK_INSTANCE_TYPES", "g5.4xlarge, g6.4xlarge")
+    with patch_start_instances(
+        {
+            "g4dn.4xlarge": "InsufficientInstanceCapacity",
+            "g5.4xlarge": "InsufficientInstanceCapacity",
+        }
+    ):
+        status, body = call(start_event())
+    assert status == 200
+    assert body["message"].startswith(STARTING)
+    assert "runs as g6.4xlarge" in body["message"]
+    assert stack.instance_type() == "g6.4xlarge"
+    assert stack.state() == "running"
+
+
+def test_insufficient_capacity_for_every_type_answers_503(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FALLBACK_INSTANCE_TYPES", "g5.4xlarge")
+    with patch_start_instances(
+        {
+            "g4dn.4xlarge": "InsufficientInstanceCapacity",
+            "g5.4xlarge": "InsufficientInstanceCapacity",
+        }
+    ):
+        status, body = call(start_event())
+    assert status == 503
+    assert "g4dn.4xlarge or g5.4xlarge" in body["message"]
+    assert stack.state() == "stopped"
+
+
+def test_incorrect_instance_state_while_starting_asks_to_reload(stack: Stack) -> None:
+    with patch_start_instances({"g4dn.4xlarge": "IncorrectInstanceState"}):
+        status, body = call(start_event())
+    assert status == 200
+    assert body["state"] == "stopping"
+    assert body["message"] == handler.STOPPING_MESSAGE
+
+
+@pytest.mark.parametrize("code", ["Throttling", "RequestLimitExceeded", "InternalError"])
+def test_aws_errors_answer_503_json_without_a_stack_trace(
+    stack: Stack, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_client = handler.client("ec2")
+    with mock.patch.object(
+        real_client, "describe_instances", side_effect=client_error(code, "DescribeInstances")
+    ):
+        status, body = call(start_event())
+    assert status == 503
+    assert body == {"message": handler.AWS_ERROR_MESSAGE, "state": None}
+    assert "Traceback" not in str(body)
+    logged = "\n".join(r.getMessage() + str(r.exc_info) for r in caplog.records)
+    assert code in logged
+
+
+def test_ssm_error_answers_503(stack: Stack) -> None:
+    boto3.client("ssm").delete_parameter(Name=PARAMETER)
+    status, body = call(start_event())
+    assert status == 503
+    assert body["message"] == handler.AWS_ERROR_MESSAGE
+    assert stack.state() == "stopped"
+
+
+def test_missing_configuration_answers_500_for_the_admin(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("INSTANCE_ID")
+    status, body = call(start_event())
+    assert status == 500
+    assert "terraform apply" in body["message"]
+
+
+def test_password_is_read_from_ssm_once_per_container(stack: Stack) -> None:
+    ssm = handler.client("ssm")
+    with mock.patch.object(ssm, "get_parameter", wraps=ssm.get_parameter) as get_parameter:
+        for _ in range(3):
+            call(event("/status", {"pass": TEAM_PASS}))
+    assert get_parameter.call_count == 1
+
+
+def test_page_view_returns_html_with_the_message(stack: Stack) -> None:
+    response = handler.lambda_handler(event("/start", {"pass": TEAM_PASS, "view": "page"}), None)
+    assert response["statusCode"] == 200
+    assert response["headers"]["Content-Type"].startswith("text/html")
+    assert STARTING in response["body"]
+    assert 'http-equiv="refresh"' in response["body"]
+    assert 'name="referrer" content="no-referrer"' in response["body"]

@@ -1,0 +1,76 @@
+"""The handler works with exactly the IAM actions Terraform grants, under moto's IAM enforcement.
+
+moto checks actions but denies statements scoped to resource ARNs and ignores conditions, so the
+policy here has the same action list with Resource "*". The ARN scoping of the real policy is
+checked statically in tests/infrastructure.
+"""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core import set_initial_no_auth_action_count
+
+import handler
+from tests.lambda_src.conftest import PARAMETER, TEAM_PASS, call, create_stack, event
+
+
+def user_with_actions(actions: list[str]) -> dict[str, str]:
+    iam = boto3.client("iam")
+    iam.create_user(UserName="start-link")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+    }
+    iam.put_user_policy(UserName="start-link", PolicyName="p", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="start-link")["AccessKey"]
+    return {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+
+
+def run_as(actions: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, tuple[int, dict]]:
+    # The first 6 calls (stack and user set-up) run unauthenticated; everything after is enforced.
+    @set_initial_no_auth_action_count(6)
+    def scenario():
+        stack = create_stack()
+        credentials = user_with_actions(actions)
+        for name, value in credentials.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        monkeypatch.delenv("AWS_SECURITY_TOKEN", raising=False)
+        monkeypatch.setenv("INSTANCE_ID", stack.instance_id)
+        monkeypatch.setenv("TEAM_PASS_PARAMETER", PARAMETER)
+        boto3.DEFAULT_SESSION = None  # it caches the credentials it resolved first
+        handler.client.cache_clear()
+        return stack, call(event("/start", {"pass": TEAM_PASS}))
+
+    with mock_aws():
+        stack, result = scenario()
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        boto3.DEFAULT_SESSION = None
+        return stack.state(), result
+
+
+def test_handler_starts_the_instance_with_exactly_the_granted_actions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state, (status, body) = run_as(list(handler.IAM_ACTIONS), monkeypatch)
+    assert status == 200, body
+    assert body["state"] == "pending"
+    assert state == "running"
+
+
+def test_without_start_instances_it_fails_cleanly_with_a_5xx_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    actions = [a for a in handler.IAM_ACTIONS if a != "ec2:StartInstances"]
+    state, (status, body) = run_as(actions, monkeypatch)
+    assert status == 503
+    assert body == {"message": handler.AWS_ERROR_MESSAGE, "state": None}
+    assert state == "stopped"
