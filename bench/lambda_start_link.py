@@ -22,7 +22,11 @@ def cold_import(module: str) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "lambda_src")}
     samples = sorted(
-        float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            ).stdout
+        )
         for _ in range(IMPORT_RUNS)
     )
     return samples[len(samples) // 2]
@@ -42,7 +46,9 @@ def main() -> dict[str, float]:
         instance_id = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)[
             "Instances"
         ][0]["InstanceId"]
-        boto3.client("ssm").put_parameter(Name="/bench/pass", Value="benchpass", Type="SecureString")
+        boto3.client("ssm").put_parameter(
+            Name="/bench/pass", Value="benchpass", Type="SecureString"
+        )
         os.environ.update({"INSTANCE_ID": instance_id, "TEAM_PASS_PARAMETER": "/bench/pass"})
         event = {
             "resource": "/status",
@@ -55,7 +61,9 @@ def main() -> dict[str, float]:
         # Interleave the two measurements so drift in moto's speed hits both equally.
         bare = handled = 0.0
         for _ in range(4):
-            bare += median_seconds(lambda: client.describe_instances(InstanceIds=[instance_id]), RUNS // 4)
+            bare += median_seconds(
+                lambda: client.describe_instances(InstanceIds=[instance_id]), RUNS // 4
+            )
             handled += median_seconds(lambda: handler.lambda_handler(event, None), RUNS // 4)
     import_boto3 = cold_import("boto3")
     import_handler = cold_import("handler")
