@@ -1,0 +1,83 @@
+resource "aws_security_group" "jupyter" {
+  name        = "${var.name_prefix}-jupyter"
+  description = "SSH and Jupyter Lab from the team's addresses only"
+  vpc_id      = data.aws_subnet.selected.vpc_id
+
+  tags = {
+    Name = "${var.name_prefix}-jupyter"
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "ssh" {
+  for_each = toset(var.allowed_ips)
+
+  security_group_id = aws_security_group.jupyter.id
+  description       = "SSH from an allowed address"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = 22
+  to_port           = 22
+}
+
+resource "aws_vpc_security_group_ingress_rule" "jupyter" {
+  for_each = toset(var.allowed_ips)
+
+  security_group_id = aws_security_group.jupyter.id
+  description       = "Jupyter Lab from an allowed address"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = var.jupyter_port
+  to_port           = var.jupyter_port
+}
+
+resource "aws_vpc_security_group_egress_rule" "all" {
+  #checkov:skip=CKV_AWS_382:The instance needs open egress: pip (PyPI), GitHub over HTTPS, and the AWS APIs (SSM, EC2 tags) without a NAT or VPC endpoints.
+  security_group_id = aws_security_group.jupyter.id
+  description       = "Everything out: PyPI, GitHub and the AWS APIs"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "-1"
+}
+
+resource "aws_instance" "jupyter" {
+  #checkov:skip=CKV_AWS_88:Teammates reach Jupyter directly on its public address; the security group admits only allowed_ips.
+  #checkov:skip=CKV_AWS_126:Detailed monitoring costs money while the machine runs and adds nothing the idle checker needs.
+  ami                                  = local.ami_id
+  instance_type                        = var.instance_type
+  subnet_id                            = local.subnet_id
+  key_name                             = var.key_name
+  vpc_security_group_ids               = [aws_security_group.jupyter.id]
+  iam_instance_profile                 = aws_iam_instance_profile.instance.name
+  associate_public_ip_address          = true
+  ebs_optimized                        = true
+  monitoring                           = false
+  instance_initiated_shutdown_behavior = "stop" # the idle checker stops the machine with `shutdown -h now`
+
+  # Gzipped cloud-config (cloud-init unpacks it): stays under EC2's 16 KB user_data limit.
+  # A change updates the instance in place (a stop/start), never replaces it or its disk.
+  user_data_base64            = base64gzip(local.user_data)
+  user_data_replace_on_change = false
+
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required" # IMDSv2 only
+    http_put_response_hop_limit = 1
+    instance_metadata_tags      = "disabled"
+  }
+
+  root_block_device {
+    volume_type           = "gp3"
+    volume_size           = var.root_volume_size
+    encrypted             = true
+    delete_on_termination = true
+  }
+
+  tags = {
+    Name = "${var.name_prefix}-gpu"
+  }
+
+  lifecycle {
+    # A newer "latest" Deep Learning AMI must not replace the machine and its disk on a later apply;
+    # the start link may also have switched the type to a fallback after a capacity error.
+    ignore_changes = [ami, instance_type]
+  }
+}

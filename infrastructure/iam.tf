@@ -1,0 +1,144 @@
+# --- The instance: reads its two secrets, tags itself ready ---------------------------------------
+
+data "aws_iam_policy_document" "instance_assume" {
+  statement {
+    sid     = "Ec2AssumesRole"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "instance" {
+  statement {
+    sid       = "ReadItsSecrets"
+    actions   = ["ssm:GetParameter"]
+    resources = [aws_ssm_parameter.team_pass.arn, aws_ssm_parameter.github_token.arn]
+  }
+
+  # The ready signal: once Jupyter answers, the instance tags itself with READY_TAG so the start
+  # link can tell "booting" from "ready". Only that tag key, only on this stack's instance (by its
+  # Name tag, since the instance's own ARN does not exist before its profile does).
+  statement {
+    sid       = "TagItselfReady"
+    actions   = ["ec2:CreateTags"]
+    resources = ["arn:${local.partition}:ec2:${local.region}:${local.account_id}:instance/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/Name"
+      values   = ["${var.name_prefix}-gpu"]
+    }
+
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = [local.ready_tag]
+    }
+  }
+}
+
+resource "aws_iam_role" "instance" {
+  name               = "${var.name_prefix}-instance"
+  assume_role_policy = data.aws_iam_policy_document.instance_assume.json
+}
+
+resource "aws_iam_role_policy" "instance" {
+  name   = "read-secrets-and-tag-ready"
+  role   = aws_iam_role.instance.id
+  policy = data.aws_iam_policy_document.instance.json
+}
+
+resource "aws_iam_instance_profile" "instance" {
+  name = "${var.name_prefix}-instance"
+  role = aws_iam_role.instance.name
+}
+
+# --- The Lambda: exactly the calls lambda_src/handler.py makes (IAM_ACTIONS) ----------------------
+
+data "aws_iam_policy_document" "lambda_assume" {
+  statement {
+    sid     = "LambdaAssumesRole"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "lambda" {
+  statement {
+    sid       = "StartTheInstance"
+    actions   = ["ec2:StartInstances"]
+    resources = [local.instance_arn]
+  }
+
+  # Only with fallback types: switching the stopped instance's type after a capacity error.
+  dynamic "statement" {
+    for_each = length(var.fallback_instance_types) > 0 ? [1] : []
+    content {
+      sid       = "SwitchToFallbackType"
+      actions   = ["ec2:ModifyInstanceAttribute"]
+      resources = [local.instance_arn]
+    }
+  }
+
+  # DescribeInstances supports no resource-level permissions: AWS requires "*".
+  statement {
+    sid       = "DescribeInstances"
+    actions   = ["ec2:DescribeInstances"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "ReadTeamPassword"
+    actions   = ["ssm:GetParameter"]
+    resources = [aws_ssm_parameter.team_pass.arn]
+  }
+
+  statement {
+    sid       = "WriteItsLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.lambda.arn}:*"]
+  }
+}
+
+resource "aws_iam_role" "lambda" {
+  name               = "${var.name_prefix}-start-link"
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+}
+
+resource "aws_iam_role_policy" "lambda" {
+  name   = "start-the-instance"
+  role   = aws_iam_role.lambda.id
+  policy = data.aws_iam_policy_document.lambda.json
+}
+
+# --- API Gateway: writing access logs needs an account-level CloudWatch role ----------------------
+
+data "aws_iam_policy_document" "apigateway_assume" {
+  statement {
+    sid     = "ApiGatewayAssumesRole"
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["apigateway.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "apigateway_logs" {
+  name               = "${var.name_prefix}-apigateway-logs"
+  assume_role_policy = data.aws_iam_policy_document.apigateway_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "apigateway_logs" {
+  role       = aws_iam_role.apigateway_logs.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+}

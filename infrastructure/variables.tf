@@ -1,0 +1,244 @@
+variable "allowed_ips" {
+  type        = list(string)
+  description = "CIDR blocks allowed to reach SSH (22) and Jupyter on the instance, e.g. [\"203.0.113.10/32\"]."
+
+  validation {
+    condition     = length(var.allowed_ips) > 0 && alltrue([for cidr in var.allowed_ips : can(cidrnetmask(cidr))])
+    error_message = "allowed_ips must list at least one IPv4 CIDR block, such as \"203.0.113.10/32\"."
+  }
+}
+
+variable "ami" {
+  type        = string
+  default     = ""
+  nullable    = true
+  description = "AMI id for the instance. Empty or null: the latest AWS Deep Learning GPU AMI, looked up through dlami_ssm_parameter."
+
+  validation {
+    condition     = var.ami == null || var.ami == "" || can(regex("^ami-[0-9a-f]{8,17}$", var.ami))
+    error_message = "ami must be empty (use the latest Deep Learning AMI) or an id such as \"ami-0123456789abcdef0\"."
+  }
+}
+
+variable "api_throttle_burst_limit" {
+  type        = number
+  default     = 5
+  description = "API Gateway burst limit for the start link (requests). Low on purpose: it slows password guessing."
+
+  validation {
+    condition     = var.api_throttle_burst_limit >= 1 && var.api_throttle_burst_limit <= 100
+    error_message = "api_throttle_burst_limit must be between 1 and 100."
+  }
+}
+
+variable "api_throttle_rate_limit" {
+  type        = number
+  default     = 1
+  description = "API Gateway steady rate limit for the start link (requests per second)."
+
+  validation {
+    condition     = var.api_throttle_rate_limit > 0 && var.api_throttle_rate_limit <= 50
+    error_message = "api_throttle_rate_limit must be greater than 0 and at most 50."
+  }
+}
+
+variable "credentials_profile" {
+  type        = string
+  description = "AWS credentials profile (from ~/.aws/credentials) Terraform deploys with."
+}
+
+variable "dlami_ssm_parameter" {
+  type        = string
+  default     = "/aws/service/deeplearning/ami/x86_64/oss-nvidia-driver-gpu-pytorch-2.9-ubuntu-24.04/latest/ami-id"
+  description = "Public SSM parameter holding the latest Deep Learning GPU AMI id; used when ami is empty."
+
+  validation {
+    condition     = startswith(var.dlami_ssm_parameter, "/aws/service/")
+    error_message = "dlami_ssm_parameter must be a public AWS parameter starting with /aws/service/."
+  }
+}
+
+variable "fallback_instance_types" {
+  type        = list(string)
+  default     = []
+  description = "Instance types the start link switches to, in order, when AWS has no capacity for the current one."
+
+  validation {
+    condition     = alltrue([for t in var.fallback_instance_types : can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", t))])
+    error_message = "fallback_instance_types must be instance types such as \"g5.4xlarge\"."
+  }
+}
+
+variable "github_access_token" {
+  type        = string
+  sensitive   = true
+  ephemeral   = true
+  description = "GitHub fine-grained token with Contents read/write on github_repo_name. Written to SSM write-only; never stored in the state."
+
+  validation {
+    condition     = length(var.github_access_token) >= 20
+    error_message = "github_access_token looks too short; create a fine-grained token on GitHub (Settings > Developer settings)."
+  }
+}
+
+variable "github_repo_name" {
+  type        = string
+  description = "Name of the team's private GitHub repository that receives every saved file."
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]+$", var.github_repo_name))
+    error_message = "github_repo_name must be a bare repository name such as \"ml-notebooks\" (no owner, no URL)."
+  }
+}
+
+variable "github_user_name" {
+  type        = string
+  description = "GitHub user or organisation that owns github_repo_name."
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9-]+$", var.github_user_name))
+    error_message = "github_user_name must be a GitHub user or organisation name such as \"my-team\"."
+  }
+}
+
+variable "identity_file_path" {
+  type        = string
+  description = "Local path of the .pem private key of key_name; only used to print the ssh_command output."
+}
+
+variable "idle_minutes" {
+  type        = number
+  default     = 40
+  description = "Minutes without interaction and without running code after which the instance stops itself."
+
+  validation {
+    condition     = var.idle_minutes > 0
+    error_message = "idle_minutes must be a positive number of minutes, such as 40."
+  }
+}
+
+variable "instance_type" {
+  type        = string
+  default     = "g4dn.4xlarge"
+  description = "EC2 instance type of the shared GPU machine."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.instance_type))
+    error_message = "instance_type must be an EC2 instance type such as \"g4dn.4xlarge\"."
+  }
+}
+
+variable "jupyter_port" {
+  type        = number
+  default     = 8443
+  description = "TCP port Jupyter Lab listens on."
+
+  validation {
+    condition     = var.jupyter_port >= 1024 && var.jupyter_port <= 65535 && var.jupyter_port != 22 && floor(var.jupyter_port) == var.jupyter_port
+    error_message = "jupyter_port must be a whole number between 1024 and 65535, such as 8443."
+  }
+}
+
+variable "jupyter_tls" {
+  type        = bool
+  default     = true
+  description = "Serve Jupyter Lab over HTTPS with a self-signed certificate made at first boot. false: plain HTTP."
+}
+
+variable "key_name" {
+  type        = string
+  description = "Name of an existing EC2 key pair for SSH access to the instance."
+}
+
+variable "lambda_reserved_concurrency" {
+  type        = number
+  default     = 2
+  description = "Concurrent executions reserved for (and capping) the start link. -1: no reservation, for new accounts whose concurrency quota is still 10."
+
+  validation {
+    condition     = var.lambda_reserved_concurrency == -1 || (var.lambda_reserved_concurrency >= 1 && var.lambda_reserved_concurrency <= 10)
+    error_message = "lambda_reserved_concurrency must be -1 (no reservation) or between 1 and 10."
+  }
+}
+
+variable "log_retention_days" {
+  type        = number
+  default     = 30
+  description = "Days to keep the Lambda's and the API's CloudWatch logs."
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a CloudWatch retention value: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, ..."
+  }
+}
+
+variable "name_prefix" {
+  type        = string
+  default     = "jupyter-on-demand"
+  description = "Prefix of every resource name, so two deployments can live in one account."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}$", var.name_prefix))
+    error_message = "name_prefix must be 2-31 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "region" {
+  type        = string
+  description = "AWS region to deploy into, such as \"us-east-1\"."
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
+    error_message = "region must be an AWS region name such as \"us-east-1\"."
+  }
+}
+
+variable "root_volume_size" {
+  type        = number
+  default     = 100
+  description = "Size in GB of the encrypted gp3 root volume (the Deep Learning AMI needs at least 75)."
+
+  validation {
+    condition     = var.root_volume_size >= 75 && var.root_volume_size <= 16384
+    error_message = "root_volume_size must be between 75 and 16384 GB."
+  }
+}
+
+variable "secrets_version" {
+  type        = number
+  default     = 1
+  description = "Bump after changing team_pass or github_access_token: the SSM values are write-only, so Terraform only rewrites them when this changes."
+
+  validation {
+    condition     = var.secrets_version >= 1 && floor(var.secrets_version) == var.secrets_version
+    error_message = "secrets_version must be a whole number >= 1; add 1 each time you change a secret."
+  }
+}
+
+variable "subnet_id" {
+  type        = string
+  default     = ""
+  description = "Subnet to launch the instance in. Empty: a default subnet of the default VPC."
+
+  validation {
+    condition     = var.subnet_id == "" || can(regex("^subnet-[0-9a-f]{8,17}$", var.subnet_id))
+    error_message = "subnet_id must be empty or a subnet id such as \"subnet-0123456789abcdef0\"."
+  }
+}
+
+variable "tags" {
+  type        = map(string)
+  default     = {}
+  description = "Extra tags for every resource."
+}
+
+variable "team_pass" {
+  type        = string
+  sensitive   = true
+  description = "Team password for the start link and Jupyter Lab (at least 8 characters)."
+
+  validation {
+    condition     = length(var.team_pass) >= 8
+    error_message = "team_pass must have at least 8 characters."
+  }
+}

@@ -1,0 +1,123 @@
+"""Helpers to read the Terraform stack offline: parsed HCL, references, and templatefile()."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infrastructure"
+BOOTSTRAP = ROOT / "ec2_bootstrap"
+TFVARS_EXAMPLE = ROOT / "terraform.tfvars.example"
+TEMPLATE = BOOTSTRAP / "cloud-init.yaml.tftpl"
+# The files of ec2_bootstrap/ that user_data ships; locals.tf uses the same fileset() pattern.
+BOOTSTRAP_FILESET = "{*.py,*.sh,*.service,*.cron}"
+
+META_ARGUMENTS = {
+    "count",
+    "for_each",
+    "depends_on",
+    "lifecycle",
+    "provider",
+    "provisioner",
+    "connection",
+    "dynamic",
+}
+INTERPOLATION = re.compile(r"\$\{(.*?)\}(?![^{]*\})", re.S)
+
+
+def terraform() -> str:
+    path = shutil.which("terraform")
+    if path is None:
+        pytest.skip("terraform is not on PATH (install Terraform >= 1.11)")
+    return path
+
+
+@functools.cache
+def parsed() -> dict[str, dict[str, Any]]:
+    """Every .tf file of infrastructure/, parsed by checkov's hcl2 (values come wrapped in lists)."""
+    return {path.name: hcl2.loads(path.read_text()) for path in sorted(INFRA.glob("*.tf"))}
+
+
+def blocks(kind: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(type, name, body) of every `resource` or `data` block; (name, '', body) for others."""
+    for tree in parsed().values():
+        for entry in tree.get(kind, []):
+            for first, value in entry.items():
+                if kind in ("resource", "data"):
+                    for name, body in value.items():
+                        yield first, name, body
+                else:
+                    yield first, "", value
+
+
+def variables() -> dict[str, dict[str, Any]]:
+    return {name: body for name, _, body in blocks("variable")}
+
+
+def locals_() -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for tree in parsed().values():
+        for body in tree.get("locals", []):
+            merged.update({k: v for k, v in body.items() if not k.startswith("__")})
+    return merged
+
+
+def unwrap(value: Any) -> Any:
+    """checkov's hcl2 wraps attribute values in one-element lists."""
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+def strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from strings(key)
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def expressions(value: Any) -> Iterator[str]:
+    for text in strings(value):
+        yield from (match.group(1) for match in re.finditer(r"\$\{(.+)\}", text, re.S))
+
+
+def tfvars_example() -> dict[str, Any]:
+    return {k: unwrap(v) for k, v in hcl2.loads(TFVARS_EXAMPLE.read_text()).items()}
+
+
+def render_template(config: dict[str, str], bootstrap_dir: Path = BOOTSTRAP) -> str:
+    """Render cloud-init.yaml.tftpl with the real `terraform console`, exactly as locals.tf does."""
+    pairs = ", ".join(f'"{k}" = "{v}"' for k, v in config.items())
+    directory = str(bootstrap_dir)
+    expression = (
+        f'base64encode(templatefile("{directory}/cloud-init.yaml.tftpl", {{'
+        f'files = {{ for name in fileset("{directory}", "{BOOTSTRAP_FILESET}") : '
+        f'name => file("{directory}/${{name}}") }}, config = {{ {pairs} }} }}))'
+    )
+    with tempfile.TemporaryDirectory() as empty:  # console needs no providers in an empty dir
+        result = subprocess.run(
+            [terraform(), "console"],
+            input=expression,
+            cwd=empty,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise AssertionError(f"terraform console failed: {result.stderr}")
+    return base64.b64decode(result.stdout.strip().strip('"')).decode()

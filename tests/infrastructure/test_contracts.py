@@ -1,0 +1,87 @@
+"""Contracts between the Terraform stack and the code: environment, IAM actions, SSM names, tags."""
+
+from __future__ import annotations
+
+import re
+
+import handler
+from tests.infrastructure.terraform import ROOT, blocks, locals_, unwrap
+
+HANDLER_SOURCE = (ROOT / "lambda_src" / "handler.py").read_text()
+
+
+def lambda_environment() -> dict[str, str]:
+    function = next(
+        b for t, n, b in blocks("resource") if (t, n) == ("aws_lambda_function", "start_link")
+    )
+    return unwrap(unwrap(unwrap(function["environment"])["variables"]))
+
+
+def policy_statements(name: str) -> list[dict]:
+    document = next(b for t, n, b in blocks("data") if (t, n) == ("aws_iam_policy_document", name))
+    statements = [dict(s) for s in document.get("statement", [])]
+    for dynamic in document.get("dynamic", []):
+        for spec in dynamic.get("statement", {}).get("content", []):
+            statements.append({**spec, "__dynamic__": dynamic["statement"]["for_each"]})
+    return statements
+
+
+def test_the_environment_the_lambda_reads_is_the_one_terraform_sets() -> None:
+    read = set(re.findall(r'env(?:\.get\(|\[)"([A-Z_]+)"', HANDLER_SOURCE))
+    assert read == set(lambda_environment())
+
+
+def test_lambda_environment_holds_no_secret() -> None:
+    values = " ".join(str(v) for v in lambda_environment().values())
+    assert "var.team_pass" not in values and "github" not in values.lower()
+
+
+def test_the_lambda_policy_grants_exactly_the_actions_the_handler_calls_plus_its_logs() -> None:
+    granted = {a for s in policy_statements("lambda") for a in unwrap(s["actions"])}
+    assert granted == set(handler.IAM_ACTIONS) | {"logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+def test_the_handler_calls_only_the_actions_it_declares() -> None:
+    calls = set(re.findall(r'client\("(\w+)"\)\.(\w+)\(', HANDLER_SOURCE))
+    as_actions = {
+        f"{service}:{''.join(p.title() for p in method.split('_'))}" for service, method in calls
+    }
+    assert as_actions == set(handler.IAM_ACTIONS)
+
+
+def test_lambda_policy_is_scoped_to_this_instance_parameter_and_log_group() -> None:
+    by_sid = {unwrap(s["sid"]): s for s in policy_statements("lambda")}
+    assert unwrap(by_sid["StartTheInstance"]["resources"]) == ["${local.instance_arn}"]
+    assert unwrap(by_sid["SwitchToFallbackType"]["resources"]) == ["${local.instance_arn}"]
+    assert "fallback_instance_types" in str(by_sid["SwitchToFallbackType"]["__dynamic__"])
+    assert unwrap(by_sid["ReadTeamPassword"]["resources"]) == ["${aws_ssm_parameter.team_pass.arn}"]
+    assert unwrap(by_sid["WriteItsLogs"]["resources"]) == [
+        "${aws_cloudwatch_log_group.lambda.arn}:*"
+    ]
+    # DescribeInstances has no resource-level permissions in AWS; it is the only "*".
+    star = [sid for sid, s in by_sid.items() if "*" in unwrap(s["resources"])]
+    assert star == ["DescribeInstances"]
+
+
+def test_no_policy_grants_wildcard_actions() -> None:
+    for _, name, _ in (b for b in blocks("data") if b[0] == "aws_iam_policy_document"):
+        for statement in policy_statements(name):
+            for action in unwrap(statement["actions"]):
+                assert "*" not in action, (name, action)
+
+
+def test_the_instance_reads_only_its_two_parameters_and_tags_only_the_ready_tag() -> None:
+    by_sid = {unwrap(s["sid"]): s for s in policy_statements("instance")}
+    assert set(by_sid) == {"ReadItsSecrets", "TagItselfReady"}
+    assert unwrap(by_sid["ReadItsSecrets"]["resources"]) == [
+        "${aws_ssm_parameter.team_pass.arn}",
+        "${aws_ssm_parameter.github_token.arn}",
+    ]
+    conditions = {
+        unwrap(c["variable"]): unwrap(c["values"]) for c in by_sid["TagItselfReady"]["condition"]
+    }
+    assert conditions["aws:TagKeys"] == ["${local.ready_tag}"]
+
+
+def test_the_ready_tag_is_the_one_the_lambda_reads() -> None:
+    assert unwrap(locals_()["ready_tag"]) == handler.READY_TAG
