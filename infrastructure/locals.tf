@@ -68,7 +68,7 @@ locals {
 
   bootstrap_dir = "${path.module}/../ec2_bootstrap"
   user_data = templatefile("${local.bootstrap_dir}/cloud-init.yaml.tftpl", {
-    files  = { for name in fileset(local.bootstrap_dir, "{*.py,*.sh,*.service,*.cron}") : name => file("${local.bootstrap_dir}/${name}") }
+    files  = { for name in fileset(local.bootstrap_dir, "{*.py,*.sh,*.service,*.cron,*.txt}") : name => file("${local.bootstrap_dir}/${name}") }
     config = local.instance_config
   })
 }

@@ -26,6 +26,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 logger = logging.getLogger()
 logger.setLevel(logging.INFO)
+# botocore's debug log prints response bodies (the SSM password among them): never below WARNING.
+logging.getLogger("botocore").setLevel(logging.WARNING)
 
 # Every AWS action this module calls. The Terraform policy (infrastructure/iam.tf) grants exactly
 # these, and tests/lambda_src/test_least_privilege.py runs the handler under moto with only these.

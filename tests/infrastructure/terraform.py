@@ -21,7 +21,7 @@ BOOTSTRAP = ROOT / "ec2_bootstrap"
 TFVARS_EXAMPLE = ROOT / "terraform.tfvars.example"
 TEMPLATE = BOOTSTRAP / "cloud-init.yaml.tftpl"
 # The files of ec2_bootstrap/ that user_data ships; locals.tf uses the same fileset() pattern.
-BOOTSTRAP_FILESET = "{*.py,*.sh,*.service,*.cron}"
+BOOTSTRAP_FILESET = "{*.py,*.sh,*.service,*.cron,*.txt}"
 
 META_ARGUMENTS = {
     "count",

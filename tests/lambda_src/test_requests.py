@@ -101,7 +101,7 @@ def test_the_stage_prefixed_path_is_accepted(stack: Stack) -> None:
 
 
 def test_logs_never_contain_the_password(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)  # the level the Lambda logs at
+    caplog.set_level(logging.DEBUG)
     for params in (
         {"pass": TEAM_PASS},
         {"pass": TEAM_PASS + "wrong"},

@@ -1,0 +1,511 @@
+"""Idle checker: stops the instance after --idle-minutes with nobody working and nothing running.
+
+Run every minute by cron (idle-check.cron, under flock). Each run prints one JSON line:
+{"idle", "idle_seconds", "reason", "action", ...}; action is none, warn, stop, or would-stop with
+--dry-run. Exit code 0, non-zero only for bad arguments.
+
+Active now (any one resets the clock):
+  - a kernel is busy (or starting), unless it has been busy for --stuck-busy-minutes (3 h) at ~0%
+    CPU, or starting for --stuck-starting-minutes: a hung kernel must not bill a GPU forever;
+  - a terminal has a foreground process running (a job in a Jupyter terminal or an SSH shell);
+  - a user process (uid >= --min-uid, or under --process-root) uses >= --cpu-percent of a core;
+  - any one GPU is busy (nvidia-smi utilization >= --gpu-percent).
+Timestamps of the latest interaction (the clock starts from the newest):
+  - real interaction recorded by the Jupyter extension (jupyter_extensions.py) in --activity-file;
+    an open tab's background polling is not recorded there;
+  - input on a terminal or SSH session (the tty's access time, as `w` shows it);
+  - the boot: a machine nobody connected to stops --idle-minutes after it booted.
+Deliberately not used: /api/status last_activity, which an open tab moves every ~10 s.
+
+All API calls carry ?no_track_activity=1 so the checker never keeps the machine alive itself.
+Jupyter unreachable and no process or GPU activity: idle (a crashed server must not bill a GPU).
+Before stopping: a warning about 5 minutes ahead (wall and the log), then the autosave flush,
+the reason in the log, and --stop-command (shutdown -h now; the instance's shutdown behaviour is
+stop). State lives in a small JSON file (--state-file), so it survives Jupyter restarts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+logger = logging.getLogger("jupyter_on_demand.idle")
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+WARN_SECONDS = 300.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An aware UTC datetime from Jupyter's ISO strings ('...Z' or '+00:00'); None otherwise."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:  # Jupyter's times are UTC; never read them as local time
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+# --- /proc --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    pid: int
+    ppid: int
+    pgrp: int
+    tty: int
+    tpgid: int
+    uid: int
+    ticks: int
+    start: int
+    cmdline: str
+
+
+def read_proc(pid: int) -> Proc | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+        cmdline = (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    uid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:"))
+    return Proc(
+        pid=pid,
+        ppid=int(fields[1]),
+        pgrp=int(fields[2]),
+        tty=int(fields[4]),
+        tpgid=int(fields[5]),
+        uid=uid,
+        ticks=int(fields[11]) + int(fields[12]),
+        start=int(fields[19]),
+        cmdline=cmdline.strip(),
+    )
+
+
+def all_processes() -> dict[int, Proc]:
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            proc = read_proc(int(entry))
+            if proc is not None:
+                procs[proc.pid] = proc
+    return procs
+
+
+def descendants(procs: dict[int, Proc], root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for proc in procs.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    found, stack = set(), [root]
+    while stack:
+        pid = stack.pop()
+        if pid in found:
+            continue
+        found.add(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def boot_time() -> datetime:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return datetime.fromtimestamp(int(line.split()[1]), tz=UTC)
+    return utcnow()
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return str(boot_time().timestamp())
+
+
+# --- The checker --------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    jupyter_url: str
+    token: str
+    idle_seconds: float
+    state_file: Path
+    activity_file: Path | None = None
+    dry_run: bool = False
+    stop_command: str = "shutdown -h now"
+    flush_command: str | None = None
+    insecure: bool = False
+    min_uid: int = 1000
+    process_root: int | None = None
+    cpu_percent: float = 10.0
+    gpu_percent: float = 10.0
+    stuck_busy_seconds: float = 3 * 3600
+    stuck_starting_seconds: float = 600
+    warn_seconds: float = WARN_SECONDS
+
+
+@dataclass
+class Observation:
+    active: list[str] = field(default_factory=list)  # reasons the machine is in use right now
+    latest: dict[str, datetime] = field(default_factory=dict)  # newest time of each interaction
+    notes: list[str] = field(default_factory=list)
+
+
+class Checker:
+    def __init__(self, options: Options) -> None:
+        self.o = options
+        self.now = utcnow()
+        self.state = self.load_state()
+        self.procs = all_processes()
+        self.own = {os.getpid(), *self._ancestors(os.getpid())}
+
+    # --- state ---
+
+    def load_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self.o.state_file.read_text())
+        except (OSError, ValueError):
+            state = {}
+        if state.get("boot_id") != boot_id():
+            logger.info("new boot: the idle clock starts at boot")
+            state = {"boot_id": boot_id(), "last_active": boot_time().isoformat(), "reason": "boot"}
+        return state
+
+    def save_state(self) -> None:
+        self.o.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.o.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1))
+        os.replace(tmp, self.o.state_file)
+
+    def _ancestors(self, pid: int) -> set[int]:
+        found = set()
+        while pid in self.procs and pid not in found and pid > 1:
+            found.add(pid)
+            pid = self.procs[pid].ppid
+        return found
+
+    # --- processes ---
+
+    def user_pids(self) -> set[int]:
+        if self.o.process_root is not None:
+            pids = descendants(self.procs, self.o.process_root)
+        else:
+            pids = {p.pid for p in self.procs.values() if p.uid >= self.o.min_uid}
+        return pids - self.own
+
+    def cpu_usage(self) -> dict[int, float]:
+        """Percent of one core each user process used since the last run (or over 1 s)."""
+        previous = {int(pid): tuple(v) for pid, v in self.state.get("cpu", {}).items()}
+        elapsed = time.time() - self.state.get("cpu_sampled_at", 0)
+        pids = self.user_pids()
+        if previous and 5 <= elapsed <= 600:
+            before, after = previous, {pid: self.procs.get(pid) for pid in pids}
+        else:  # no recent sample (first run, or runs too close): measure over one second
+            before = {pid: (self.procs[pid].start, self.procs[pid].ticks) for pid in pids}
+            time.sleep(1.0)
+            elapsed = 1.0
+            after = {pid: read_proc(pid) for pid in pids}
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        usage = {}
+        for pid, proc in after.items():
+            if proc is None:
+                continue
+            start, ticks = before.get(pid, (None, 0))
+            window = elapsed
+            if start != proc.start:  # started since the last sample: its average since it started
+                ticks, window = 0, max(uptime - proc.start / CLOCK_TICKS, 1.0)
+            usage[pid] = 100.0 * (proc.ticks - ticks) / CLOCK_TICKS / window
+        self.state["cpu"] = {
+            str(pid): [p.start, p.ticks] for pid, p in after.items() if p is not None
+        }
+        self.state["cpu_sampled_at"] = time.time()
+        return usage
+
+    def kernel_cpu(self, kernel_id: str, usage: dict[int, float]) -> float:
+        roots = [p.pid for p in self.procs.values() if f"kernel-{kernel_id}.json" in p.cmdline]
+        tree = set().union(*(descendants(self.procs, root) for root in roots)) if roots else set()
+        return sum(usage.get(pid, 0.0) for pid in tree)
+
+    def terminal_jobs(self, pids: set[int]) -> list[str]:
+        """Shells whose terminal runs a foreground job (the tty's foreground group isn't the shell's)."""
+        jobs = []
+        for pid in pids:
+            proc = self.procs.get(pid)
+            if proc is None or proc.tty == 0 or proc.pid != proc.pgrp or proc.tpgid <= 0:
+                continue
+            is_session_shell = (
+                self.procs.get(proc.ppid) is None or self.procs[proc.ppid].tty != proc.tty
+            )
+            if is_session_shell and proc.tpgid != proc.pgrp:
+                job = next((p for p in self.procs.values() if p.pgrp == proc.tpgid), None)
+                if job is not None:
+                    jobs.append(f"{job.cmdline[:60]} (pid {job.pid})")
+        return sorted(jobs)
+
+    def tty_input(self, pids: set[int]) -> datetime | None:
+        """Last input on the terminals of user processes (the tty device's access time)."""
+        latest = None
+        for pid in pids:
+            try:
+                tty = os.readlink(f"/proc/{pid}/fd/0")
+            except OSError:
+                continue
+            if not tty.startswith(("/dev/pts/", "/dev/tty")):
+                continue
+            try:
+                atime = datetime.fromtimestamp(os.stat(tty).st_atime, tz=UTC)
+            except OSError:
+                continue
+            latest = max(latest, atime) if latest else atime
+        return latest
+
+    def gpus_busy(self) -> list[str]:
+        nvidia_smi = shutil.which("nvidia-smi")
+        if nvidia_smi is None:
+            return []
+        try:
+            out = subprocess.run(
+                [nvidia_smi, "--query-gpu=index,utilization.gpu", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as error:
+            logger.warning("nvidia-smi failed: %s", error)
+            return []
+        busy = []
+        for line in out.splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if (
+                len(parts) == 2
+                and parts[1].replace(".", "", 1).isdigit()
+                and float(parts[1]) >= self.o.gpu_percent
+            ):
+                busy.append(f"GPU {parts[0]} at {parts[1]}%")
+        return busy
+
+    # --- Jupyter ---
+
+    def api(self, path: str) -> Any:
+        response = requests.get(
+            f"{self.o.jupyter_url.rstrip('/')}{path}",
+            params={"no_track_activity": "1"},
+            headers={"Authorization": f"token {self.o.token}"},
+            timeout=10,
+            verify=not self.o.insecure,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def observe_kernels(self, seen: Observation, usage: dict[int, float]) -> None:
+        kernels = self.api("/api/kernels")
+        busy_since = self.state.get("busy_since", {})
+        current = {}
+        for kernel in kernels:
+            kid, state = kernel.get("id", ""), kernel.get("execution_state")
+            if state not in ("busy", "starting"):
+                continue
+            since = parse_time(busy_since.get(f"{kid}:{state}")) or self.now
+            current[f"{kid}:{state}"] = since.isoformat()
+            age = (self.now - since).total_seconds()
+            cap = self.o.stuck_busy_seconds if state == "busy" else self.o.stuck_starting_seconds
+            cpu = self.kernel_cpu(kid, usage)
+            if age >= cap and cpu < self.o.cpu_percent:
+                seen.notes.append(
+                    f"kernel {kid[:8]} {state} for {age / 60:.0f} min at {cpu:.0f}% CPU: ignored as stuck"
+                )
+                continue
+            seen.active.append(f"kernel {kid[:8]} {state}")
+        self.state["busy_since"] = current
+
+    def observe(self) -> Observation:
+        seen = Observation()
+        usage = self.cpu_usage()
+        pids = self.user_pids()
+        try:
+            self.observe_kernels(seen, usage)
+            self.api("/api/terminals")  # reachable check; terminals are judged from /proc
+        except (requests.RequestException, ValueError) as error:
+            seen.notes.append(f"Jupyter unreachable ({type(error).__name__})")
+        for pid, percent in sorted(usage.items()):
+            if percent >= self.o.cpu_percent:
+                seen.active.append(
+                    f"process {self.procs[pid].cmdline[:60]} (pid {pid}) at {percent:.0f}% CPU"
+                )
+                break
+        seen.active += [f"terminal job {job}" for job in self.terminal_jobs(pids)]
+        seen.active += self.gpus_busy()
+        if self.o.activity_file is not None:
+            try:
+                record = json.loads(self.o.activity_file.read_text())
+                when = parse_time(record.get("last_interaction"))
+                if when:
+                    seen.latest[f"interaction in Jupyter ({record.get('reason', '?')})"] = when
+            except (OSError, ValueError):
+                pass
+        tty = self.tty_input(pids)
+        if tty:
+            seen.latest["terminal input"] = tty
+        return seen
+
+    # --- decision ---
+
+    def decide(self) -> dict[str, Any]:
+        seen = self.observe()
+        last_active = parse_time(self.state.get("last_active")) or boot_time()
+        reason = self.state.get("reason", "boot")
+        if seen.active:
+            last_active, reason = self.now, seen.active[0]
+        for what, when in seen.latest.items():
+            if when > last_active:
+                last_active, reason = min(when, self.now), what
+        self.state["last_active"] = last_active.isoformat()
+        self.state["reason"] = reason
+        idle_seconds = max((self.now - last_active).total_seconds(), 0.0)
+        warn_at = self.o.idle_seconds - min(self.o.warn_seconds, self.o.idle_seconds / 4)
+        action = "none"
+        if seen.active:
+            explanation = f"active: {', '.join(seen.active)}"
+        else:
+            explanation = f"last activity {idle_seconds / 60:.1f} min ago: {reason}"
+        if seen.notes:
+            explanation += f" [{'; '.join(seen.notes)}]"
+        if idle_seconds >= self.o.idle_seconds:
+            action = "would-stop" if self.o.dry_run else "stop"
+        elif idle_seconds >= warn_at and not seen.active:
+            warned = parse_time(self.state.get("warned_at"))
+            if warned is None or warned < last_active:
+                action = "warn"
+                self.state["warned_at"] = self.now.isoformat()
+        return {
+            "time": self.now.isoformat(),
+            "idle": idle_seconds >= self.o.idle_seconds,
+            "idle_seconds": round(idle_seconds, 1),
+            "idle_limit_seconds": self.o.idle_seconds,
+            "reason": explanation,
+            "action": action,
+            "active": seen.active,
+        }
+
+    def act(self, result: dict[str, Any]) -> None:
+        action = result["action"]
+        if action == "warn":
+            minutes = (self.o.idle_seconds - result["idle_seconds"]) / 60
+            message = (
+                f"jupyter-on-demand: nobody has used this machine for {result['idle_seconds'] / 60:.0f} min; "
+                f"it stops in about {minutes:.0f} min. Run code or type anything to keep it."
+            )
+            logger.warning(message)
+            if not self.o.dry_run and shutil.which("wall"):
+                subprocess.run(["wall", message], check=False, timeout=10, capture_output=True)
+        elif action == "stop":
+            if self.o.flush_command:
+                flushed = subprocess.run(
+                    shlex.split(self.o.flush_command), check=False, timeout=180
+                )
+                if flushed.returncode != 0:
+                    logger.error(
+                        "autosave flush failed (exit %s); commits stay on the disk and are pushed at the next boot",
+                        flushed.returncode,
+                    )
+            logger.warning("stopping the machine: %s", result["reason"])
+            self.state["stopped_at"] = self.now.isoformat()
+            self.save_state()
+            subprocess.run(shlex.split(self.o.stop_command), check=False, timeout=120)
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(description="Stop the instance when nobody uses it.")
+    parser.add_argument("--jupyter-url", required=True)
+    parser.add_argument("--token", default=None, help="API token (default: $JUPYTER_TOKEN)")
+    parser.add_argument("--idle-minutes", type=float, default=40.0)
+    parser.add_argument(
+        "--state-file", type=Path, default=Path("/var/lib/jupyter-on-demand/idle-state.json")
+    )
+    parser.add_argument("--activity-file", type=Path, default=None)
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--stop-command", default="shutdown -h now")
+    parser.add_argument(
+        "--flush-command", default=None, help="run before stopping (git autosave flush)"
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="accept Jupyter's self-signed certificate"
+    )
+    parser.add_argument(
+        "--min-uid", type=int, default=1000, help="processes of uids from here are users'"
+    )
+    parser.add_argument(
+        "--process-root", type=int, default=None, help="only judge this process tree"
+    )
+    parser.add_argument("--cpu-percent", type=float, default=10.0)
+    parser.add_argument("--gpu-percent", type=float, default=10.0)
+    parser.add_argument("--stuck-busy-minutes", type=float, default=180.0)
+    parser.add_argument("--stuck-starting-minutes", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    if args.idle_minutes <= 0:
+        parser.error("--idle-minutes must be > 0")
+    token = args.token if args.token is not None else os.environ.get("JUPYTER_TOKEN", "")
+    return Options(
+        jupyter_url=args.jupyter_url,
+        token=token,
+        idle_seconds=args.idle_minutes * 60,
+        state_file=args.state_file,
+        activity_file=args.activity_file,
+        dry_run=args.dry_run,
+        stop_command=args.stop_command,
+        flush_command=args.flush_command,
+        insecure=args.insecure,
+        min_uid=args.min_uid,
+        process_root=args.process_root,
+        cpu_percent=args.cpu_percent,
+        gpu_percent=args.gpu_percent,
+        stuck_busy_seconds=args.stuck_busy_minutes * 60,
+        stuck_starting_seconds=args.stuck_starting_minutes * 60,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s idle-check %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    if options.insecure:
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    checker = Checker(options)
+    result = checker.decide()
+    logger.info("%s: %s", result["action"], result["reason"])
+    checker.save_state()
+    print(json.dumps(result), flush=True)
+    checker.act(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

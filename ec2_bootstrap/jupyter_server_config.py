@@ -1,0 +1,73 @@
+"""Jupyter Server configuration of jupyter-on-demand: on the instance, in the tests and the demo.
+
+    jupyter lab --config ec2_bootstrap/jupyter_server_config.py
+
+Environment variables (all optional but JUPYTER_HASHED_PASSWORD):
+
+    JUPYTER_HASHED_PASSWORD  argon2 hash of the team password (jupyter_server.auth.passwd). Required:
+                             without it the server refuses to start (fail closed).
+    JUPYTER_TOKEN            internal API token for the idle checker and scripts; accepted only in an
+                             `Authorization: token ...` header, never in a URL. Random when unset.
+    JUPYTER_PORT             port to listen on (8443).
+    JUPYTER_IP               address to listen on (0.0.0.0; the tests use 127.0.0.1).
+    JUPYTER_ROOT_DIR         directory Jupyter serves: the clone of the team's repo (current dir).
+    JUPYTER_CERTFILE, JUPYTER_KEYFILE
+                             TLS certificate and key; TLS is off when they are unset.
+    JUPYTER_AUTOSAVE         "0" turns the git autosave hook off (on by default when JUPYTER_ROOT_DIR
+                             is a git repository).
+    JUPYTER_ACTIVITY_FILE    where the activity extension records real interaction
+                             (<JUPYTER_RUNTIME_DIR or ~/.local/share/jupyter/runtime>/activity.json).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import jupyter_extensions  # noqa: E402  (needs HERE on sys.path)
+
+c = get_config()  # type: ignore[name-defined]  # noqa: F821  (injected by Jupyter's config loader)
+
+# Read, then drop from the environment: kernels and terminals inherit it and don't need them.
+hashed_password = os.environ.pop("JUPYTER_HASHED_PASSWORD", "")
+api_token = os.environ.pop("JUPYTER_TOKEN", "") or secrets.token_urlsafe(32)
+if not hashed_password:
+    raise SystemExit(
+        "jupyter-on-demand: JUPYTER_HASHED_PASSWORD is not set; refusing to start without the team "
+        "password (on the instance: check `journalctl -u jupyter-on-demand-secrets`)."
+    )
+
+c.ServerApp.ip = os.environ.get("JUPYTER_IP", "0.0.0.0")  # noqa: S104  (the security group filters)
+c.ServerApp.port = int(os.environ.get("JUPYTER_PORT", "8443"))
+c.ServerApp.port_retries = 0
+c.ServerApp.open_browser = False
+c.ServerApp.root_dir = os.environ.get("JUPYTER_ROOT_DIR", os.getcwd())
+c.ServerApp.allow_remote_access = True
+
+# Login by password only; the token works in an Authorization header for internal callers.
+c.ServerApp.identity_provider_class = jupyter_extensions.HeaderTokenIdentityProvider
+c.PasswordIdentityProvider.hashed_password = hashed_password
+c.PasswordIdentityProvider.password_required = True
+c.PasswordIdentityProvider.allow_password_change = False
+c.IdentityProvider.token = api_token
+
+certfile = os.environ.get("JUPYTER_CERTFILE")
+keyfile = os.environ.get("JUPYTER_KEYFILE")
+if certfile and keyfile:
+    c.ServerApp.certfile = certfile
+    c.ServerApp.keyfile = keyfile
+
+# Real interaction (not a tab's polling) is recorded for the idle checker.
+c.ServerApp.jpserver_extensions = {"jupyter_extensions": True}
+
+# Every save is recorded for the git autosave worker; the save itself never waits for git.
+if os.environ.get("JUPYTER_AUTOSAVE", "1") != "0":
+    import git_autosave
+
+    c.FileContentsManager.post_save_hook = git_autosave.post_save_hook

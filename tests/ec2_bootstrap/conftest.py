@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.support.git_remote import GitRemote
+
+
+@pytest.fixture
+def remote(tmp_path):
+    server = GitRemote(tmp_path / "remote")
+    yield server
+    server.stop()

@@ -1,0 +1,194 @@
+"""The every-boot step (boot.py secrets) against moto's SSM and a real git smart-HTTP remote."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import boto3
+import pytest
+from jupyter_server.auth import passwd_check
+from moto import mock_aws
+
+import boot
+from tests.support.git_remote import GitRemote
+
+PASSWORD = "the-team-password"
+TOKEN = "ghp_test_token_0123456789abcdef"
+
+
+@pytest.fixture
+def ssm():
+    with mock_aws():
+        client = boto3.client("ssm", region_name="us-east-1")
+        client.put_parameter(Name="/jod/team-pass", Value=PASSWORD, Type="SecureString")
+        client.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
+        yield client
+
+
+@pytest.fixture
+def paths(tmp_path, monkeypatch, remote: GitRemote) -> boot.Paths:
+    config = tmp_path / "etc" / "config.env"
+    config.parent.mkdir()
+    config.write_text(
+        "AWS_REGION=us-east-1\n"
+        "TEAM_PASS_PARAMETER=/jod/team-pass\n"
+        "GITHUB_TOKEN_PARAMETER=/jod/github-token\n"
+        f"GITHUB_REPO_URL={remote.url}\n"
+        "GITHUB_USER_NAME=autosave\n"
+        "JUPYTER_PORT=8443\n"
+        "JUPYTER_TLS=1\n"
+    )
+    env = {
+        "JOD_CONFIG": str(config),
+        "JOD_APP_DIR": str(Path(boot.__file__).parent),
+        "JOD_SECRETS_DIR": str(tmp_path / "etc" / "secrets"),
+        "JOD_STATE_DIR": str(tmp_path / "state"),
+        "JOD_HOME": str(tmp_path / "home"),
+        "JOD_USER": getpass.getuser(),
+        "JOD_SYSTEMD_DIR": str(tmp_path / "systemd"),
+        "JOD_CRON_FILE": str(tmp_path / "cron"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "home").mkdir()
+    return boot.Paths.from_env()
+
+
+@pytest.fixture
+def remote(tmp_path):
+    server = GitRemote(tmp_path / "remote", token=TOKEN)
+    yield server
+    server.stop()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def snapshot(*roots: Path) -> dict[str, tuple[bytes, int, int]]:
+    files = {}
+    for root in roots:
+        for path in [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and ".git/" not in str(p)):
+            files[str(path)] = (path.read_bytes(), mode(path), path.stat().st_mtime_ns)
+    return files
+
+
+def test_secrets_step_writes_the_hash_token_credential_and_certificate(ssm, paths, remote) -> None:
+    assert boot.main(["secrets"]) == 0
+    values = boot.read_config(paths.jupyter_env)
+    assert passwd_check(values["JUPYTER_HASHED_PASSWORD"], PASSWORD)
+    assert values["JUPYTER_HASHED_PASSWORD"].startswith("argon2:")
+    assert len(values["JUPYTER_TOKEN"]) >= 32
+    assert values["JUPYTER_ROOT_DIR"] == str(paths.repo)
+    assert PASSWORD not in paths.jupyter_env.read_text()
+    assert mode(paths.jupyter_env) == 0o640
+    assert mode(paths.secrets) == 0o750
+    assert paths.credentials.read_text() == remote.credential_line()
+    assert mode(paths.credentials) == 0o600
+    assert values["JUPYTER_CERTFILE"] == str(paths.certfile)
+    assert mode(paths.keyfile) == 0o600
+    assert "BEGIN CERTIFICATE" in paths.certfile.read_text()
+
+
+def test_an_empty_team_repo_is_cloned_and_initialised_with_readme_and_gitignore(ssm, paths, remote) -> None:
+    assert boot.main(["secrets"]) == 0
+    assert (paths.repo / ".git").is_dir()
+    assert sorted(remote.files()) == [".gitignore", "README.md"]
+    assert ".ipynb_checkpoints/" in remote.show(".gitignore")
+
+
+def test_an_existing_repo_is_cloned_and_its_gitignore_is_never_touched(ssm, paths, remote, tmp_path) -> None:
+    seed = tmp_path / "seed"
+    subprocess.run(["git", "clone", "-q", str(remote.bare), str(seed)], check=True)
+    (seed / ".gitignore").write_text("data/\n")
+    (seed / "train.py").write_text("print('hi')\n")
+    subprocess.run(["git", "-C", str(seed), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(seed), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "team"], check=True)
+    subprocess.run(["git", "-C", str(seed), "push", "-q", "origin", "HEAD:main"], check=True)
+    assert boot.main(["secrets"]) == 0
+    assert (paths.repo / "train.py").exists()
+    assert (paths.repo / ".gitignore").read_text() == "data/\n"
+    assert remote.show(".gitignore") == "data/\n"
+
+
+def test_the_token_never_reaches_the_remote_url_the_git_config_or_the_logs(ssm, paths, remote, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert boot.main(["secrets"]) == 0
+    assert TOKEN not in (paths.repo / ".git" / "config").read_text()
+    assert TOKEN not in subprocess.run(["git", "-C", str(paths.repo), "remote", "-v"], capture_output=True, text=True).stdout
+    assert TOKEN not in caplog.text and PASSWORD not in caplog.text
+
+
+def test_running_the_every_boot_step_twice_changes_nothing(ssm, paths, remote) -> None:
+    assert boot.main(["secrets"]) == 0
+    before = snapshot(paths.secrets, paths.credentials, paths.state, paths.home / ".gitconfig")
+    head = remote.head()
+    assert boot.main(["secrets"]) == 0
+    assert snapshot(paths.secrets, paths.credentials, paths.state, paths.home / ".gitconfig") == before
+    assert remote.head() == head
+
+
+def test_a_new_password_in_ssm_takes_effect_at_the_next_boot(ssm, paths, remote) -> None:
+    assert boot.main(["secrets"]) == 0
+    first = boot.read_config(paths.jupyter_env)
+    ssm.put_parameter(Name="/jod/team-pass", Value="a-brand-new-password", Type="SecureString", Overwrite=True)
+    assert boot.main(["secrets"]) == 0
+    second = boot.read_config(paths.jupyter_env)
+    assert passwd_check(second["JUPYTER_HASHED_PASSWORD"], "a-brand-new-password")
+    assert not passwd_check(second["JUPYTER_HASHED_PASSWORD"], PASSWORD)
+    assert second["JUPYTER_TOKEN"] == first["JUPYTER_TOKEN"]
+
+
+def test_unreadable_secrets_fail_closed_and_say_why(ssm, paths, remote, caplog) -> None:
+    assert boot.main(["secrets"]) == 0
+    ssm.delete_parameter(Name="/jod/team-pass")
+    assert boot.main(["secrets"]) == 1
+    assert not paths.jupyter_env.exists()
+    assert "/jod/team-pass" in caplog.text and "BOOT FAILED" in caplog.text
+
+
+def test_tls_off_writes_no_certificate_settings(ssm, paths, remote) -> None:
+    paths.config.write_text(paths.config.read_text().replace("JUPYTER_TLS=1", "JUPYTER_TLS=0"))
+    assert boot.main(["secrets"]) == 0
+    values = boot.read_config(paths.jupyter_env)
+    assert "JUPYTER_CERTFILE" not in values
+    assert not paths.certfile.exists()
+
+
+def test_an_unreachable_github_still_gives_a_local_repo_with_its_remote(ssm, paths, remote, caplog) -> None:
+    remote.stop()
+    assert boot.main(["secrets"]) == 0
+    assert (paths.repo / ".git").is_dir()
+    origin = subprocess.run(["git", "-C", str(paths.repo), "remote", "get-url", "origin"], capture_output=True, text=True)
+    assert origin.stdout.strip() == remote.url
+    assert "could not clone" in caplog.text
+
+
+def test_every_path_and_endpoint_can_be_overridden_by_the_environment(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("JOD_REPO_DIR", str(tmp_path / "r"))
+    monkeypatch.setenv("JOD_USER", "someone")
+    paths = boot.Paths.from_env()
+    assert paths.repo == tmp_path / "r"
+    assert paths.user == "someone"
+
+
+def test_secrets_are_read_through_aws_endpoint_url(paths, remote, monkeypatch) -> None:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        client = boto3.client("ssm", region_name="us-east-1")
+        client.put_parameter(Name="/jod/team-pass", Value="served-by-moto-server", Type="SecureString")
+        client.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
+        assert boot.main(["secrets"]) == 0
+        assert passwd_check(boot.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"], "served-by-moto-server")
+    finally:
+        server.stop()

@@ -1,0 +1,85 @@
+"""The rendered user_data: real `terraform console` templatefile, size, cloud-init schema, content."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.infrastructure.terraform import BOOTSTRAP, BOOTSTRAP_FILESET, render_template
+
+CONFIG = {
+    "AWS_REGION": "us-east-1",
+    "TEAM_PASS_PARAMETER": "/jupyter-on-demand/team-pass",
+    "GITHUB_TOKEN_PARAMETER": "/jupyter-on-demand/github-token",
+    "GITHUB_REPO_URL": "https://github.com/team/notebooks.git",
+    "GITHUB_USER_NAME": "team",
+    "JUPYTER_PORT": "8443",
+    "JUPYTER_TLS": "1",
+    "IDLE_MINUTES": "40",
+    "READY_TAG": "jupyter-on-demand:ready-at",
+}
+EC2_USER_DATA_LIMIT = 16 * 1024
+
+
+@pytest.fixture(scope="module")
+def user_data() -> str:
+    return render_template(CONFIG)
+
+
+def shipped_files() -> list[str]:
+    patterns = BOOTSTRAP_FILESET.strip("{}").split(",")
+    return sorted({p.name for pattern in patterns for p in BOOTSTRAP.glob(pattern)})
+
+
+def test_gzipped_user_data_fits_the_ec2_limit(user_data: str) -> None:
+    size = len(gzip.compress(user_data.encode(), compresslevel=6))
+    assert size <= EC2_USER_DATA_LIMIT, f"{size} bytes gzipped"
+
+
+def test_every_bootstrap_file_is_shipped_byte_for_byte(user_data: str) -> None:
+    document = yaml.safe_load(user_data)
+    written = {entry["path"]: entry["content"] for entry in document["write_files"]}
+    for name in shipped_files():
+        assert written[f"/opt/jupyter-on-demand/{name}"] == (BOOTSTRAP / name).read_text(), name
+    config = written["/etc/jupyter-on-demand/config.env"]
+    assert config == "".join(f"{k}={v}\n" for k, v in sorted(CONFIG.items()))  # HCL maps are sorted
+
+
+def test_user_data_is_a_cloud_config_that_runs_the_installer(user_data: str) -> None:
+    assert user_data.startswith("#cloud-config\n")
+    document = yaml.safe_load(user_data)
+    assert document["runcmd"] == [["python3", "/opt/jupyter-on-demand/boot.py", "install"]]
+
+
+def test_cloud_init_schema_accepts_it(user_data: str, tmp_path) -> None:
+    cloud_init = shutil.which("cloud-init")
+    if cloud_init is None:
+        pytest.skip("cloud-init is not installed (apt-get install cloud-init)")
+    path = tmp_path / "user-data"
+    path.write_text(user_data)
+    result = subprocess.run([cloud_init, "schema", "--config-file", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"Valid (cloud-config|schema)", result.stdout + result.stderr)
+
+
+def test_user_data_holds_no_secret(user_data: str) -> None:
+    lowered = user_data.lower()
+    for marker in ("ghp_", "github_pat_", "argon2:", "aws_secret_access_key", "password="):
+        assert marker not in lowered
+    # The config carries parameter names only; the values are read from SSM at every boot.
+    assert "TEAM_PASS_PARAMETER=/jupyter-on-demand/team-pass" in user_data
+
+
+def test_shell_scripts_are_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    root = BOOTSTRAP.parent
+    scripts = [*root.glob("ec2_bootstrap/*.sh"), *root.glob("scripts/*.sh"), root / ".ci" / "run", *root.glob("tests/vm/*.sh")]
+    result = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
