@@ -171,6 +171,11 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
+    # Our loggers (activity, autosave) write through Jupyter's own handlers, at INFO.
+    ours = logging.getLogger("jupyter_on_demand")
+    ours.handlers = list(serverapp.log.handlers)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
     recorder = ActivityRecorder(default_activity_file())
     _wrap_request_log(serverapp, recorder)
     _wrap_kernel_messages(recorder)

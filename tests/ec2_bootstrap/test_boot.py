@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import logging
-import os
 import stat
 import subprocess
 from pathlib import Path
@@ -73,7 +72,11 @@ def mode(path: Path) -> int:
 def snapshot(*roots: Path) -> dict[str, tuple[bytes, int, int]]:
     files = {}
     for root in roots:
-        for path in [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and ".git/" not in str(p)):
+        for path in (
+            [root]
+            if root.is_file()
+            else sorted(p for p in root.rglob("*") if p.is_file() and ".git/" not in str(p))
+        ):
             files[str(path)] = (path.read_bytes(), mode(path), path.stat().st_mtime_ns)
     return files
 
@@ -95,20 +98,38 @@ def test_secrets_step_writes_the_hash_token_credential_and_certificate(ssm, path
     assert "BEGIN CERTIFICATE" in paths.certfile.read_text()
 
 
-def test_an_empty_team_repo_is_cloned_and_initialised_with_readme_and_gitignore(ssm, paths, remote) -> None:
+def test_an_empty_team_repo_is_cloned_and_initialised_with_readme_and_gitignore(
+    ssm, paths, remote
+) -> None:
     assert boot.main(["secrets"]) == 0
     assert (paths.repo / ".git").is_dir()
     assert sorted(remote.files()) == [".gitignore", "README.md"]
     assert ".ipynb_checkpoints/" in remote.show(".gitignore")
 
 
-def test_an_existing_repo_is_cloned_and_its_gitignore_is_never_touched(ssm, paths, remote, tmp_path) -> None:
+def test_an_existing_repo_is_cloned_and_its_gitignore_is_never_touched(
+    ssm, paths, remote, tmp_path
+) -> None:
     seed = tmp_path / "seed"
     subprocess.run(["git", "clone", "-q", str(remote.bare), str(seed)], check=True)
     (seed / ".gitignore").write_text("data/\n")
     (seed / "train.py").write_text("print('hi')\n")
     subprocess.run(["git", "-C", str(seed), "add", "."], check=True)
-    subprocess.run(["git", "-C", str(seed), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "team"], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(seed),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "team",
+        ],
+        check=True,
+    )
     subprocess.run(["git", "-C", str(seed), "push", "-q", "origin", "HEAD:main"], check=True)
     assert boot.main(["secrets"]) == 0
     assert (paths.repo / "train.py").exists()
@@ -116,11 +137,18 @@ def test_an_existing_repo_is_cloned_and_its_gitignore_is_never_touched(ssm, path
     assert remote.show(".gitignore") == "data/\n"
 
 
-def test_the_token_never_reaches_the_remote_url_the_git_config_or_the_logs(ssm, paths, remote, caplog) -> None:
+def test_the_token_never_reaches_the_remote_url_the_git_config_or_the_logs(
+    ssm, paths, remote, caplog
+) -> None:
     caplog.set_level(logging.DEBUG)
     assert boot.main(["secrets"]) == 0
     assert TOKEN not in (paths.repo / ".git" / "config").read_text()
-    assert TOKEN not in subprocess.run(["git", "-C", str(paths.repo), "remote", "-v"], capture_output=True, text=True).stdout
+    assert (
+        TOKEN
+        not in subprocess.run(
+            ["git", "-C", str(paths.repo), "remote", "-v"], capture_output=True, text=True
+        ).stdout
+    )
     assert TOKEN not in caplog.text and PASSWORD not in caplog.text
 
 
@@ -129,14 +157,18 @@ def test_running_the_every_boot_step_twice_changes_nothing(ssm, paths, remote) -
     before = snapshot(paths.secrets, paths.credentials, paths.state, paths.home / ".gitconfig")
     head = remote.head()
     assert boot.main(["secrets"]) == 0
-    assert snapshot(paths.secrets, paths.credentials, paths.state, paths.home / ".gitconfig") == before
+    assert (
+        snapshot(paths.secrets, paths.credentials, paths.state, paths.home / ".gitconfig") == before
+    )
     assert remote.head() == head
 
 
 def test_a_new_password_in_ssm_takes_effect_at_the_next_boot(ssm, paths, remote) -> None:
     assert boot.main(["secrets"]) == 0
     first = boot.read_config(paths.jupyter_env)
-    ssm.put_parameter(Name="/jod/team-pass", Value="a-brand-new-password", Type="SecureString", Overwrite=True)
+    ssm.put_parameter(
+        Name="/jod/team-pass", Value="a-brand-new-password", Type="SecureString", Overwrite=True
+    )
     assert boot.main(["secrets"]) == 0
     second = boot.read_config(paths.jupyter_env)
     assert passwd_check(second["JUPYTER_HASHED_PASSWORD"], "a-brand-new-password")
@@ -160,16 +192,24 @@ def test_tls_off_writes_no_certificate_settings(ssm, paths, remote) -> None:
     assert not paths.certfile.exists()
 
 
-def test_an_unreachable_github_still_gives_a_local_repo_with_its_remote(ssm, paths, remote, caplog) -> None:
+def test_an_unreachable_github_still_gives_a_local_repo_with_its_remote(
+    ssm, paths, remote, caplog
+) -> None:
     remote.stop()
     assert boot.main(["secrets"]) == 0
     assert (paths.repo / ".git").is_dir()
-    origin = subprocess.run(["git", "-C", str(paths.repo), "remote", "get-url", "origin"], capture_output=True, text=True)
+    origin = subprocess.run(
+        ["git", "-C", str(paths.repo), "remote", "get-url", "origin"],
+        capture_output=True,
+        text=True,
+    )
     assert origin.stdout.strip() == remote.url
     assert "could not clone" in caplog.text
 
 
-def test_every_path_and_endpoint_can_be_overridden_by_the_environment(monkeypatch, tmp_path) -> None:
+def test_every_path_and_endpoint_can_be_overridden_by_the_environment(
+    monkeypatch, tmp_path
+) -> None:
     monkeypatch.setenv("JOD_REPO_DIR", str(tmp_path / "r"))
     monkeypatch.setenv("JOD_USER", "someone")
     paths = boot.Paths.from_env()
@@ -186,9 +226,13 @@ def test_secrets_are_read_through_aws_endpoint_url(paths, remote, monkeypatch) -
         host, port = server.get_host_and_port()
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
         client = boto3.client("ssm", region_name="us-east-1")
-        client.put_parameter(Name="/jod/team-pass", Value="served-by-moto-server", Type="SecureString")
+        client.put_parameter(
+            Name="/jod/team-pass", Value="served-by-moto-server", Type="SecureString"
+        )
         client.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
         assert boot.main(["secrets"]) == 0
-        assert passwd_check(boot.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"], "served-by-moto-server")
+        assert passwd_check(
+            boot.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"], "served-by-moto-server"
+        )
     finally:
         server.stop()

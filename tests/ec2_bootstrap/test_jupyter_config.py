@@ -42,7 +42,9 @@ def test_jupyter_serves_with_the_team_password(tmp_path, tls: bool) -> None:
 
 def test_the_token_works_in_a_header_but_never_in_a_url(tmp_path) -> None:
     with running_jupyter(tmp_path / "root", tmp_path / "work") as jupyter:
-        in_url = requests.get(f"{jupyter.url}/api/contents", params={"token": jupyter.token}, timeout=10)
+        in_url = requests.get(
+            f"{jupyter.url}/api/contents", params={"token": jupyter.token}, timeout=10
+        )
         assert in_url.status_code == 403
         assert jupyter.api("GET", "/api/contents").status_code == 200
 
@@ -53,16 +55,29 @@ def test_password_change_from_the_login_page_is_off(tmp_path) -> None:
         session.get(f"{jupyter.url}/login", timeout=10)
         session.post(
             f"{jupyter.url}/login",
-            data={"password": jupyter.token, "new_password": "hijacked-pass", "_xsrf": session.cookies.get("_xsrf")},
+            data={
+                "password": jupyter.token,
+                "new_password": "hijacked-pass",
+                "_xsrf": session.cookies.get("_xsrf"),
+            },
             timeout=10,
             allow_redirects=False,
         )
-        assert not login(jupyter.url, "hijacked-pass").get(f"{jupyter.url}/api/contents", timeout=10).ok
+        assert (
+            not login(jupyter.url, "hijacked-pass")
+            .get(f"{jupyter.url}/api/contents", timeout=10)
+            .ok
+        )
         assert not list((tmp_path / "work" / "config").glob("jupyter_server_config.json"))
 
 
 def test_jupyter_refuses_to_start_without_a_password_hash(tmp_path) -> None:
-    env = {**os.environ, "JUPYTER_HASHED_PASSWORD": "", "JUPYTER_PORT": "0", "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "JUPYTER_HASHED_PASSWORD": "",
+        "JUPYTER_PORT": "0",
+        "JUPYTER_RUNTIME_DIR": str(tmp_path),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "jupyterlab", f"--config={CONFIG}", "--no-browser", *ROOT_FLAG],
         env=env,

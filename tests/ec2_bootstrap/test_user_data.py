@@ -62,7 +62,12 @@ def test_cloud_init_schema_accepts_it(user_data: str, tmp_path) -> None:
         pytest.skip("cloud-init is not installed (apt-get install cloud-init)")
     path = tmp_path / "user-data"
     path.write_text(user_data)
-    result = subprocess.run([cloud_init, "schema", "--config-file", str(path)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [cloud_init, "schema", "--config-file", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"Valid (cloud-config|schema)", result.stdout + result.stderr)
 
@@ -80,6 +85,13 @@ def test_shell_scripts_are_shellcheck_clean() -> None:
     if shellcheck is None:
         pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
     root = BOOTSTRAP.parent
-    scripts = [*root.glob("ec2_bootstrap/*.sh"), *root.glob("scripts/*.sh"), root / ".ci" / "run", *root.glob("tests/vm/*.sh")]
-    result = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True, check=False)
+    scripts = [
+        *root.glob("ec2_bootstrap/*.sh"),
+        *root.glob("scripts/*.sh"),
+        root / ".ci" / "run",
+        *root.glob("tests/vm/*.sh"),
+    ]
+    result = subprocess.run(
+        [shellcheck, *map(str, scripts)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout

@@ -16,7 +16,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 GIT_HTTP_BACKEND = next(
-    (p for p in ("/usr/lib/git-core/git-http-backend", "/usr/libexec/git-core/git-http-backend") if Path(p).exists()),
+    (
+        p
+        for p in ("/usr/lib/git-core/git-http-backend", "/usr/libexec/git-core/git-http-backend")
+        if Path(p).exists()
+    ),
     None,
 )
 
@@ -86,7 +90,9 @@ class GitHTTPHandler(BaseHTTPRequestHandler):
             env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
         if self.headers.get("Git-Protocol"):
             env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
-        result = subprocess.run([GIT_HTTP_BACKEND], input=body, env=env, capture_output=True, check=False)
+        result = subprocess.run(
+            [GIT_HTTP_BACKEND], input=body, env=env, capture_output=True, check=False
+        )
         head, _, payload = result.stdout.partition(b"\r\n\r\n")
         status = 200
         headers = []
@@ -157,7 +163,15 @@ class GitRemote:
 
     def head(self, branch: str = "main") -> str | None:
         result = subprocess.run(
-            ["git", "--git-dir", str(self.bare), "rev-parse", "-q", "--verify", f"refs/heads/{branch}"],
+            [
+                "git",
+                "--git-dir",
+                str(self.bare),
+                "rev-parse",
+                "-q",
+                "--verify",
+                f"refs/heads/{branch}",
+            ],
             capture_output=True,
             text=True,
             check=False,

@@ -56,7 +56,9 @@ class Jupyter:
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         headers = {"Authorization": f"token {self.token}", **kwargs.pop("headers", {})}
-        return requests.request(method, f"{self.url}{path}", headers=headers, verify=False, timeout=30, **kwargs)
+        return requests.request(
+            method, f"{self.url}{path}", headers=headers, verify=False, timeout=30, **kwargs
+        )
 
     def save(self, path: str, content: str, kind: str = "file") -> requests.Response:
         model = {"type": kind, "format": "text" if kind == "file" else None, "content": content}
@@ -71,11 +73,15 @@ class Jupyter:
             self.process.wait(10)
 
 
-def wait_until_up(url: str, token: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+def wait_until_up(
+    url: str, token: str, process: subprocess.Popen, log: Path, timeout: float = 90
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"jupyter exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"jupyter exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+            )
         try:
             response = requests.get(
                 f"{url}/api/status",
@@ -94,7 +100,11 @@ def wait_until_up(url: str, token: str, process: subprocess.Popen, log: Path, ti
 
 @contextmanager
 def running_jupyter(
-    root_dir: Path, work: Path, tls: bool = False, env: dict[str, str] | None = None, hashed_password: str | None = None
+    root_dir: Path,
+    work: Path,
+    tls: bool = False,
+    env: dict[str, str] | None = None,
+    hashed_password: str | None = None,
 ) -> Iterator[Jupyter]:
     port = free_port()
     token = secrets.token_hex(16)

@@ -15,7 +15,9 @@ from tests.support.jupyter import Jupyter
 
 def ws_url(jupyter: Jupyter, path: str) -> HTTPRequest:
     url = jupyter.url.replace("http", "ws", 1) + path
-    return HTTPRequest(url, headers={"Authorization": f"token {jupyter.token}"}, validate_cert=False)
+    return HTTPRequest(
+        url, headers={"Authorization": f"token {jupyter.token}"}, validate_cert=False
+    )
 
 
 def start_kernel(jupyter: Jupyter) -> str:
@@ -41,10 +43,16 @@ def message(msg_type: str, content: dict[str, Any], session: str) -> dict[str, A
     }
 
 
-async def _execute(jupyter: Jupyter, kernel_id: str, code: str, wait: bool, timeout: float) -> dict[str, Any]:
+async def _execute(
+    jupyter: Jupyter, kernel_id: str, code: str, wait: bool, timeout: float
+) -> dict[str, Any]:
     session = uuid.uuid4().hex
-    connection = await websocket_connect(ws_url(jupyter, f"/api/kernels/{kernel_id}/channels?session_id={session}"))
-    request = message("execute_request", {"code": code, "silent": False, "store_history": True}, session)
+    connection = await websocket_connect(
+        ws_url(jupyter, f"/api/kernels/{kernel_id}/channels?session_id={session}")
+    )
+    request = message(
+        "execute_request", {"code": code, "silent": False, "store_history": True}, session
+    )
     connection.write_message(json.dumps(request))
     reply: dict[str, Any] = {}
     if wait:
@@ -70,7 +78,13 @@ async def _execute(jupyter: Jupyter, kernel_id: str, code: str, wait: bool, time
     return reply
 
 
-def execute(jupyter: Jupyter, code: str, kernel_id: str | None = None, wait: bool = True, timeout: float = 60) -> str:
+def execute(
+    jupyter: Jupyter,
+    code: str,
+    kernel_id: str | None = None,
+    wait: bool = True,
+    timeout: float = 60,
+) -> str:
     """Run code in a (new) kernel; returns the kernel id. wait=False returns once it is busy."""
     kernel_id = kernel_id or start_kernel(jupyter)
     reply = asyncio.run(_execute(jupyter, kernel_id, code, wait, timeout))
