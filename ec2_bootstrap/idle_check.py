@@ -210,7 +210,7 @@ class Checker:
 
     def user_pids(self) -> set[int]:
         if self.o.process_root is not None:
-            pids = descendants(self.procs, self.o.process_root)
+            pids = descendants(self.procs, self.o.process_root) & set(self.procs)
         else:
             pids = {p.pid for p in self.procs.values() if p.uid >= self.o.min_uid}
         return pids - self.own
