@@ -1,13 +1,14 @@
-"""The instance's boot steps. Runs as root; every path can be overridden for tests (see PATHS).
+"""The instance's boot steps. Runs as root; every path can be overridden for tests (see Paths).
 
     python3 boot.py install   first boot, from cloud-init: system packages, the `jupyter` user,
-                              the venv with JupyterLab, the GPU kernel, systemd units, cron
-    boot.py secrets           every boot, jupyter-on-demand-secrets.service: reads the team
-                              password and the GitHub token from SSM, writes the argon2 hash,
-                              the API token, the git credential and the TLS certificate, clones
-                              the repo. Fails closed: no password, no Jupyter.
-    boot.py ready             every boot, jupyter-on-demand-ready.service: waits until Jupyter
-                              answers, then tags the instance READY_TAG=<UTC time>
+                              the venv with JupyterLab, the GPU kernel, then `sync`, then starts
+    boot.py sync              the instance code from its SSM bundle (see infrastructure/locals.tf)
+                              into /opt/jupyter-on-demand, systemd units and cron; again at every
+                              boot, so code changes arrive at the next wake
+    boot.py secrets           every boot: the team password and the GitHub token from SSM, the
+                              argon2 hash, the API token, the git credential, the TLS certificate,
+                              the clone of the repo. Fails closed: no password, no Jupyter.
+    boot.py ready             every boot: once Jupyter answers, tags the instance READY_TAG=<time>
 
 Configuration (no secrets) comes from /etc/jupyter-on-demand/config.env, written by cloud-init
 from Terraform's locals.instance_config; the two secrets only ever come from SSM.
@@ -16,7 +17,11 @@ from Terraform's locals.instance_config; the two secrets only ever come from SSM
 from __future__ import annotations
 
 import argparse
+import base64
 import grp
+import gzip
+import hashlib
+import json
 import logging
 import os
 import pwd
@@ -500,13 +505,47 @@ def ensure_venv(paths: Paths, config: dict[str, str]) -> None:
         logger.info("registered %s as the default kernel", kernel_python)
 
 
-def install_units(paths: Paths) -> None:
-    for unit in UNITS:
-        write_file(paths.systemd / unit, (paths.app / unit).read_text(), 0o644)
-    write_file(paths.cron, (paths.app / "idle-check.cron").read_text(), 0o644)
-    os.chmod(paths.app / "idle-check.sh", 0o755)  # noqa: S103  (a script cron runs)
-    run("systemctl", "daemon-reload")
-    run("systemctl", "enable", *UNITS)
+def fetch_bundle(config: dict[str, str]) -> dict[str, str]:
+    """The instance code {file name: content} from its SSM chunks, checked against the manifest."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    prefix = config["BOOTSTRAP_PARAMETER_PREFIX"]
+    try:
+        ssm = boto3.client("ssm", region_name=config.get("AWS_REGION"))
+
+        def get(name: str) -> str:
+            return ssm.get_parameter(Name=f"{prefix}/{name}")["Parameter"]["Value"]
+
+        manifest = json.loads(get("manifest"))
+        bundle = "".join(get(str(index)) for index in range(manifest["chunks"]))
+    except (BotoCoreError, ClientError, ValueError, KeyError) as error:
+        raise BootError(f"cannot read the instance code from SSM {prefix}/*: {error}") from error
+    if hashlib.sha256(bundle.encode()).hexdigest() != manifest["sha256"]:
+        raise BootError(
+            f"the instance code in SSM {prefix}/* does not match its SHA-256; run terraform apply"
+        )
+    return json.loads(gzip.decompress(base64.b64decode(bundle)))
+
+
+def sync_step(paths: Paths) -> None:
+    """Write the bundle's files; install units and cron; reload systemd when a unit changed."""
+    files = fetch_bundle(read_config(paths.config))
+    changed = [
+        name
+        for name, content in sorted(files.items())
+        if write_file(paths.app / name, content, 0o755 if name.endswith(".sh") else 0o644)
+    ]
+    units = [write_file(paths.systemd / unit, files[unit], 0o644) for unit in UNITS]
+    write_file(paths.cron, files["idle-check.cron"], 0o644)
+    if any(units):
+        systemctl("daemon-reload")
+        systemctl("enable", *UNITS)
+    logger.info("instance code in sync (%d files changed)", len(changed))
+
+
+def systemctl(*args: str) -> None:
+    run(os.environ.get("JOD_SYSTEMCTL", "systemctl"), *args)
 
 
 def install_step(paths: Paths) -> None:
@@ -515,17 +554,17 @@ def install_step(paths: Paths) -> None:
     ensure_user(paths)
     paths.state.mkdir(parents=True, exist_ok=True)
     ensure_venv(paths, config)
-    install_units(paths)
+    run(str(paths.venv / "bin" / "python"), str(paths.app / "boot.py"), "sync")
     # The units run `secrets`, Jupyter and `ready`; --no-block because cloud-init's own unit is
     # still running and the new units order themselves after it.
-    run("systemctl", "start", "--no-block", "jupyter-on-demand.service", "jupyter-on-demand-ready.service",
-        "jupyter-on-demand-autosave-flush.service")  # fmt: skip
+    systemctl("start", "--no-block", "jupyter-on-demand.service", "jupyter-on-demand-ready.service",
+              "jupyter-on-demand-autosave-flush.service")  # fmt: skip
     logger.info("installed; Jupyter is starting")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="jupyter-on-demand boot steps")
-    parser.add_argument("step", choices=["install", "secrets", "ready"])
+    parser.add_argument("step", choices=["install", "sync", "secrets", "ready"])
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="jupyter-on-demand %(levelname)s: %(message)s", stream=sys.stderr
@@ -534,7 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     paths = Paths.from_env()
-    steps = {"install": install_step, "secrets": secrets_step, "ready": ready_step}
+    steps = {
+        "install": install_step,
+        "sync": sync_step,
+        "secrets": secrets_step,
+        "ready": ready_step,
+    }
     try:
         steps[args.step](paths)
     except BootError as error:

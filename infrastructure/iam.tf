@@ -19,6 +19,13 @@ data "aws_iam_policy_document" "instance" {
     resources = [aws_ssm_parameter.team_pass.arn, aws_ssm_parameter.github_token.arn]
   }
 
+  # The instance code bundle: user_data can't hold it (16 KB limit), see locals.tf.
+  statement {
+    sid       = "ReadItsCode"
+    actions   = ["ssm:GetParameter"]
+    resources = ["arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter${local.bootstrap_parameter_prefix}/*"]
+  }
+
   # The ready signal: once Jupyter answers, the instance tags itself with READY_TAG so the start
   # link can tell "booting" from "ready". Only that tag key, only on this stack's instance (by its
   # Name tag, since the instance's own ARN does not exist before its profile does).

@@ -66,9 +66,18 @@ locals {
     READY_TAG              = local.ready_tag
   }
 
-  bootstrap_dir = "${path.module}/../ec2_bootstrap"
+  # The instance code. EC2 caps user_data at 16 KB even gzipped, and ec2_bootstrap/ is ~70 KB
+  # (22 KB gzipped), so user_data carries only the installer (boot.py, requirements.txt) and the
+  # config; the whole folder travels as a gzipped bundle in free Standard SSM parameters of
+  # 4 KB each, which boot.py fetches at first boot and again at every boot, so a code change
+  # reaches the instance at its next wake without touching user_data or the disk.
+  bootstrap_dir              = "${path.module}/../ec2_bootstrap"
+  bootstrap_parameter_prefix = "/${var.name_prefix}/bootstrap"
+  bootstrap_bundle           = base64gzip(jsonencode({ for name in fileset(local.bootstrap_dir, "{*.py,*.sh,*.service,*.cron,*.txt}") : name => file("${local.bootstrap_dir}/${name}") }))
+  bootstrap_chunks           = [for offset in range(0, length(local.bootstrap_bundle), 4000) : substr(local.bootstrap_bundle, offset, 4000)]
+
   user_data = templatefile("${local.bootstrap_dir}/cloud-init.yaml.tftpl", {
-    files  = { for name in fileset(local.bootstrap_dir, "{*.py,*.sh,*.service,*.cron,*.txt}") : name => file("${local.bootstrap_dir}/${name}") }
-    config = local.instance_config
+    files  = { for name in ["boot.py", "requirements.txt"] : name => file("${local.bootstrap_dir}/${name}") }
+    config = merge(local.instance_config, { BOOTSTRAP_PARAMETER_PREFIX = local.bootstrap_parameter_prefix })
   })
 }

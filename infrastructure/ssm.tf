@@ -20,3 +20,27 @@ resource "aws_ssm_parameter" "github_token" {
   value_wo         = var.github_access_token
   value_wo_version = var.secrets_version
 }
+
+# The instance code (see locals.tf): a manifest with the chunk count and the bundle's SHA-256,
+# and the chunks. Not secret, so plain String parameters in the free Standard tier.
+resource "aws_ssm_parameter" "bootstrap_chunk" {
+  #checkov:skip=CKV2_AWS_34:The chunks are the project's open-source instance code, not a secret; encryption would add kms:Decrypt grants for nothing.
+  #checkov:skip=CKV_AWS_337:Not a secret (open-source code), so no customer KMS key is needed.
+  count = length(local.bootstrap_chunks)
+
+  name        = "${local.bootstrap_parameter_prefix}/${count.index}"
+  description = "Instance code bundle, chunk ${count.index} (${var.name_prefix})"
+  type        = "String"
+  tier        = "Standard"
+  value       = local.bootstrap_chunks[count.index]
+}
+
+resource "aws_ssm_parameter" "bootstrap_manifest" {
+  #checkov:skip=CKV2_AWS_34:The manifest holds a chunk count and a SHA-256, nothing secret.
+  #checkov:skip=CKV_AWS_337:Not a secret (a count and a checksum), so no customer KMS key is needed.
+  name        = "${local.bootstrap_parameter_prefix}/manifest"
+  description = "Instance code bundle: chunk count and SHA-256 (${var.name_prefix})"
+  type        = "String"
+  tier        = "Standard"
+  value       = jsonencode({ chunks = length(local.bootstrap_chunks), sha256 = sha256(local.bootstrap_bundle) })
+}

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.infrastructure.terraform import BOOTSTRAP, BOOTSTRAP_FILESET, render_template
+from tests.infrastructure.terraform import BOOTSTRAP, USER_DATA_FILES, render_template
 
 CONFIG = {
     "AWS_REGION": "us-east-1",
@@ -22,6 +22,7 @@ CONFIG = {
     "JUPYTER_TLS": "1",
     "IDLE_MINUTES": "40",
     "READY_TAG": "jupyter-on-demand:ready-at",
+    "BOOTSTRAP_PARAMETER_PREFIX": "/jupyter-on-demand/bootstrap",
 }
 EC2_USER_DATA_LIMIT = 16 * 1024
 
@@ -31,20 +32,15 @@ def user_data() -> str:
     return render_template(CONFIG)
 
 
-def shipped_files() -> list[str]:
-    patterns = BOOTSTRAP_FILESET.strip("{}").split(",")
-    return sorted({p.name for pattern in patterns for p in BOOTSTRAP.glob(pattern)})
-
-
 def test_gzipped_user_data_fits_the_ec2_limit(user_data: str) -> None:
     size = len(gzip.compress(user_data.encode(), compresslevel=6))
     assert size <= EC2_USER_DATA_LIMIT, f"{size} bytes gzipped"
 
 
-def test_every_bootstrap_file_is_shipped_byte_for_byte(user_data: str) -> None:
+def test_the_installer_files_are_shipped_byte_for_byte(user_data: str) -> None:
     document = yaml.safe_load(user_data)
     written = {entry["path"]: entry["content"] for entry in document["write_files"]}
-    for name in shipped_files():
+    for name in USER_DATA_FILES:
         assert written[f"/opt/jupyter-on-demand/{name}"] == (BOOTSTRAP / name).read_text(), name
     config = written["/etc/jupyter-on-demand/config.env"]
     assert config == "".join(f"{k}={v}\n" for k, v in sorted(CONFIG.items()))  # HCL maps are sorted

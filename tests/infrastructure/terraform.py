@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import re
 import shutil
 import subprocess
@@ -99,16 +100,12 @@ def tfvars_example() -> dict[str, Any]:
     return {k: unwrap(v) for k, v in hcl2.loads(TFVARS_EXAMPLE.read_text()).items()}
 
 
-def render_template(config: dict[str, str], bootstrap_dir: Path = BOOTSTRAP) -> str:
-    """Render cloud-init.yaml.tftpl with the real `terraform console`, exactly as locals.tf does."""
-    pairs = ", ".join(f'"{k}" = "{v}"' for k, v in config.items())
-    directory = str(bootstrap_dir)
-    expression = (
-        f'base64encode(templatefile("{directory}/cloud-init.yaml.tftpl", {{'
-        f'files = {{ for name in fileset("{directory}", "{BOOTSTRAP_FILESET}") : '
-        f'name => file("{directory}/${{name}}") }}, config = {{ {pairs} }} }}))'
-    )
-    with tempfile.TemporaryDirectory() as empty:  # console needs no providers in an empty dir
+USER_DATA_FILES = ("boot.py", "requirements.txt")
+
+
+def console(expression: str) -> str:
+    """Evaluate one expression with the real `terraform console` (no providers needed)."""
+    with tempfile.TemporaryDirectory() as empty:
         result = subprocess.run(
             [terraform(), "console"],
             input=expression,
@@ -120,4 +117,36 @@ def render_template(config: dict[str, str], bootstrap_dir: Path = BOOTSTRAP) -> 
         )
     if result.returncode != 0:
         raise AssertionError(f"terraform console failed: {result.stderr}")
-    return base64.b64decode(result.stdout.strip().strip('"')).decode()
+    return result.stdout.strip()
+
+
+def render_template(config: dict[str, str], bootstrap_dir: Path = BOOTSTRAP) -> str:
+    """Render cloud-init.yaml.tftpl exactly as locals.tf does."""
+    pairs = ", ".join(f'"{k}" = "{v}"' for k, v in config.items())
+    directory = str(bootstrap_dir)
+    names = ", ".join(f'"{n}"' for n in USER_DATA_FILES)
+    expression = (
+        f'base64encode(templatefile("{directory}/cloud-init.yaml.tftpl", {{'
+        f'files = {{ for name in [{names}] : name => file("{directory}/${{name}}") }}, '
+        f"config = {{ {pairs} }} }}))"
+    )
+    return base64.b64decode(console(expression).strip('"')).decode()
+
+
+def render_bundle(bootstrap_dir: Path = BOOTSTRAP) -> dict[str, str]:
+    """The SSM parameters (name suffix => value) of the code bundle, exactly as locals.tf builds them."""
+    directory = str(bootstrap_dir)
+    bundle = (
+        f'base64gzip(jsonencode({{ for name in fileset("{directory}", "{BOOTSTRAP_FILESET}") : '
+        f'name => file("{directory}/${{name}}") }}))'
+    )
+    expression = (
+        f"base64encode(jsonencode({{ sha256 = sha256({bundle}), "
+        f"chunks = [for offset in range(0, length({bundle}), 4000) : substr({bundle}, offset, 4000)] }}))"
+    )
+    decoded = json.loads(base64.b64decode(console(expression).strip('"')))
+    parameters = {str(i): chunk for i, chunk in enumerate(decoded["chunks"])}
+    parameters["manifest"] = json.dumps(
+        {"chunks": len(decoded["chunks"]), "sha256": decoded["sha256"]}
+    )
+    return parameters

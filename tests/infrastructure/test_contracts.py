@@ -70,9 +70,12 @@ def test_no_policy_grants_wildcard_actions() -> None:
                 assert "*" not in action, (name, action)
 
 
-def test_the_instance_reads_only_its_two_parameters_and_tags_only_the_ready_tag() -> None:
+def test_the_instance_reads_only_its_secrets_and_code_and_tags_only_the_ready_tag() -> None:
     by_sid = {unwrap(s["sid"]): s for s in policy_statements("instance")}
-    assert set(by_sid) == {"ReadItsSecrets", "TagItselfReady"}
+    assert set(by_sid) == {"ReadItsSecrets", "ReadItsCode", "TagItselfReady"}
+    assert unwrap(by_sid["ReadItsCode"]["resources"])[0].endswith(
+        ":parameter${local.bootstrap_parameter_prefix}/*"
+    )
     assert unwrap(by_sid["ReadItsSecrets"]["resources"]) == [
         "${aws_ssm_parameter.team_pass.arn}",
         "${aws_ssm_parameter.github_token.arn}",

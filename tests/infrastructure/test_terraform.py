@@ -13,6 +13,7 @@ from tests.infrastructure.terraform import (
     BOOTSTRAP_FILESET,
     INFRA,
     META_ARGUMENTS,
+    USER_DATA_FILES,
     blocks,
     expressions,
     locals_,
@@ -237,15 +238,26 @@ def test_secrets_only_reach_ssm_write_only_and_the_sensitive_output() -> None:
                         assert unwrap(body.get("sensitive")) is True, name
             else:
                 assert uses == [], f"{filename} uses var.{secret}"
-    ssm = {name: body for t, name, body in blocks("resource") if t == "aws_ssm_parameter"}
+    ssm = {
+        name: body
+        for t, name, body in blocks("resource")
+        if t == "aws_ssm_parameter" and name in ("team_pass", "github_token")
+    }
     assert {unwrap(b["type"]) for b in ssm.values()} == {"SecureString"}
     assert all("value" not in b and "value_wo" in b for b in ssm.values())
 
 
-def test_user_data_ships_the_bootstrap_files_with_the_tested_fileset() -> None:
+def test_the_tests_render_user_data_and_the_bundle_exactly_as_locals_tf_does() -> None:
+    """tests/infrastructure/terraform.py mirrors these expressions; keep both sides in step."""
+    bundle = unwrap(locals_()["bootstrap_bundle"])
+    assert "fileset(local.bootstrap_dir" in bundle and f'"{BOOTSTRAP_FILESET}"' in bundle
+    assert "base64gzip(jsonencode(" in bundle
+    assert "range(0,length(local.bootstrap_bundle),4000)" in unwrap(
+        locals_()["bootstrap_chunks"]
+    ).replace(" ", "")
     user_data = unwrap(locals_()["user_data"])
-    assert "fileset(local.bootstrap_dir" in user_data
-    assert f'"{BOOTSTRAP_FILESET}"' in user_data
+    assert all(f"\\'{name}\\'" in user_data for name in USER_DATA_FILES), user_data
+    assert "BOOTSTRAP_PARAMETER_PREFIX" in user_data
 
 
 def resource(type_name: str, name: str) -> dict[str, Any]:

@@ -1,0 +1,99 @@
+"""The instance code bundle: built by the real `terraform console` as locals.tf does, stored in
+(moto's) SSM as Terraform stores it, and installed by `boot.py sync`."""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import gzip
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+import boot
+from tests.infrastructure.terraform import BOOTSTRAP, BOOTSTRAP_FILESET, render_bundle
+
+PREFIX = "/jod/bootstrap"
+SSM_STANDARD_LIMIT = 4096
+
+
+@pytest.fixture(scope="module")
+def bundle() -> dict[str, str]:
+    return render_bundle()
+
+
+@pytest.fixture
+def paths(tmp_path, monkeypatch) -> boot.Paths:
+    config = tmp_path / "config.env"
+    config.write_text(f"AWS_REGION=us-east-1\nBOOTSTRAP_PARAMETER_PREFIX={PREFIX}\n")
+    for key, value in {
+        "JOD_CONFIG": str(config),
+        "JOD_APP_DIR": str(tmp_path / "app"),
+        "JOD_SYSTEMD_DIR": str(tmp_path / "systemd"),
+        "JOD_CRON_FILE": str(tmp_path / "cron.d" / "jupyter-on-demand"),
+        "JOD_USER": getpass.getuser(),
+        "JOD_SYSTEMCTL": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    return boot.Paths.from_env()
+
+
+@pytest.fixture
+def ssm(bundle):
+    with mock_aws():
+        client = boto3.client("ssm", region_name="us-east-1")
+        for name, value in bundle.items():
+            client.put_parameter(Name=f"{PREFIX}/{name}", Value=value, Type="String")
+        yield client
+
+
+def shipped() -> list[str]:
+    patterns = BOOTSTRAP_FILESET.strip("{}").split(",")
+    return sorted({p.name for pattern in patterns for p in BOOTSTRAP.glob(pattern)})
+
+
+def test_every_chunk_fits_a_free_standard_parameter(bundle) -> None:
+    assert all(len(value.encode()) <= SSM_STANDARD_LIMIT for value in bundle.values())
+    assert json.loads(bundle["manifest"])["chunks"] == len(bundle) - 1
+
+
+def test_the_bundle_holds_every_bootstrap_file_byte_for_byte(bundle) -> None:
+    data = "".join(bundle[str(i)] for i in range(len(bundle) - 1))
+    files = json.loads(gzip.decompress(base64.b64decode(data)))
+    assert sorted(files) == shipped()
+    for name in shipped():
+        assert files[name] == (BOOTSTRAP / name).read_text(), name
+
+
+def test_sync_installs_the_code_units_and_cron(ssm, paths) -> None:
+    assert boot.main(["sync"]) == 0
+    for name in shipped():
+        assert (paths.app / name).read_text() == (BOOTSTRAP / name).read_text()
+    for unit in boot.UNITS:
+        assert (paths.systemd / unit).read_text() == (BOOTSTRAP / unit).read_text()
+    assert paths.cron.read_text() == (BOOTSTRAP / "idle-check.cron").read_text()
+    assert (paths.app / "idle-check.sh").stat().st_mode & 0o111
+
+
+def test_sync_twice_changes_nothing(ssm, paths) -> None:
+    assert boot.main(["sync"]) == 0
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths.app.rglob("*")}
+    assert boot.main(["sync"]) == 0
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths.app.rglob("*")} == before
+
+
+def test_a_tampered_chunk_is_refused_and_the_installed_code_kept(ssm, paths, caplog) -> None:
+    assert boot.main(["sync"]) == 0
+    before = (paths.app / "idle_check.py").read_text()
+    ssm.put_parameter(Name=f"{PREFIX}/0", Value="A" * 100, Type="String", Overwrite=True)
+    assert boot.main(["sync"]) == 1
+    assert "does not match its SHA-256" in caplog.text
+    assert (paths.app / "idle_check.py").read_text() == before
+
+
+def test_missing_code_parameters_say_what_to_do(paths, caplog) -> None:
+    with mock_aws():
+        assert boot.main(["sync"]) == 1
+    assert f"cannot read the instance code from SSM {PREFIX}/*" in caplog.text
