@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from bench import lambda_start_link
+from bench import autosave_latency, idle_check_cost, lambda_start_link
 
 
 def main() -> int:
     lambda_start_link.main()
+    idle_check_cost.main()
+    autosave_latency.main()
     return 0
 
 

@@ -1,6 +1,6 @@
 """Idle checker: stops the instance after --idle-minutes with nobody working and nothing running.
 
-Run every minute by cron (idle-check.cron, under flock). Each run prints one JSON line:
+Run every 30 s by cron (idle-check.cron, under flock). Each run prints one JSON line:
 {"idle", "idle_seconds", "reason", "action", ...}; action is none, warn, stop, or would-stop with
 --dry-run. Exit code 0, non-zero only for bad arguments.
 
