@@ -17,9 +17,9 @@ from bench.common import ROOT, report
 
 sys.path.insert(0, str(ROOT / "ec2_bootstrap"))
 
-from tests.ec2_bootstrap.autosave_support import instance_clone  # noqa: E402
-from tests.support.git_remote import GitRemote  # noqa: E402
-from tests.support.jupyter import running_jupyter  # noqa: E402
+from demo.git_remote import GitRemote
+from demo.jupyter import running_jupyter
+from tests.ec2_bootstrap.autosave_support import instance_clone
 
 SAVES = 60
 ROUNDS = 4
@@ -31,7 +31,15 @@ def notebook_1mb() -> dict:
     return {
         "type": "notebook",
         "content": {
-            "cells": [{"cell_type": "code", "source": source, "metadata": {}, "outputs": [], "execution_count": None}],
+            "cells": [
+                {
+                    "cell_type": "code",
+                    "source": source,
+                    "metadata": {},
+                    "outputs": [],
+                    "execution_count": None,
+                }
+            ],
             "metadata": {},
             "nbformat": 4,
             "nbformat_minor": 5,
@@ -43,7 +51,9 @@ def save_times(jupyter, count: int, tag: str) -> list[float]:
     model = notebook_1mb()
     times = []
     for i in range(count):
-        model["content"]["cells"][0]["source"] = f"# {tag} {i}\n" + model["content"]["cells"][0]["source"].split("\n", 1)[1]
+        model["content"]["cells"][0]["source"] = (
+            f"# {tag} {i}\n" + model["content"]["cells"][0]["source"].split("\n", 1)[1]
+        )
         start = time.perf_counter()
         response = jupyter.api("PUT", "/api/contents/big.ipynb", json=model)
         times.append(time.perf_counter() - start)

@@ -23,8 +23,8 @@ from bench.common import ROOT, report
 
 sys.path.insert(0, str(ROOT / "ec2_bootstrap"))
 
-from tests.support.jupyter import running_jupyter  # noqa: E402
-from tests.support.kernels import execute, start_terminal, terminal_input  # noqa: E402
+from demo.jupyter import running_jupyter
+from tests.support.kernels import execute, start_terminal, terminal_input
 
 RUNS = 15
 CRON_PERIOD = 30.0  # idle-check.cron runs the checker every 30 s
@@ -58,7 +58,9 @@ def main() -> dict[str, float]:
                 "--state-file", str(state), "--activity-file", str(jupyter.activity_file),
                 "--insecure", "--dry-run", "--min-uid", "0",
             ]  # fmt: skip
-            measure(checker, work)  # the first run takes the 1 s CPU sample; later runs reuse the state
+            measure(
+                checker, work
+            )  # the first run takes the 1 s CPU sample; later runs reuse the state
             baseline = [measure(["-c", "pass"], work) for _ in range(RUNS)]
             runs = []
             for _ in range(RUNS):

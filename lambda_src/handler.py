@@ -80,6 +80,7 @@ class Config:
     jupyter_scheme: str = "https"
     idle_minutes: str = "40"
     fallback_instance_types: tuple[str, ...] = ()
+    jupyter_host: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -99,6 +100,7 @@ class Config:
             jupyter_scheme=env.get("JUPYTER_SCHEME", "https"),
             idle_minutes=env.get("IDLE_MINUTES", "40"),
             fallback_instance_types=tuple(t.strip() for t in fallbacks.split(",") if t.strip()),
+            jupyter_host=env.get("JUPYTER_HOST", ""),
         )
 
 
@@ -230,7 +232,7 @@ def describe(instance_id: str) -> dict[str, Any] | None:
 
 
 def jupyter_url(instance: dict[str, Any], config: Config) -> str | None:
-    host = instance.get("PublicDnsName") or instance.get("PublicIpAddress")
+    host = config.jupyter_host or instance.get("PublicDnsName") or instance.get("PublicIpAddress")
     if not host:
         return None
     return f"{config.jupyter_scheme}://{host}:{config.jupyter_port}/lab"

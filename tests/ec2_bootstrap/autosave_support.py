@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.git_remote import GitRemote
+from demo.git_remote import GitRemote
 
 
 def git(repo: Path, *args: str, home: Path | None = None) -> str:

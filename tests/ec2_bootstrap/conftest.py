@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.git_remote import GitRemote
+from demo.git_remote import GitRemote
 
 
 @pytest.fixture

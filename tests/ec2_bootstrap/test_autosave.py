@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import git_autosave
+from demo.git_remote import GitRemote
+from demo.jupyter import running_jupyter
 from tests.ec2_bootstrap.autosave_support import git, instance_clone, laptop_push, wait_for
-from tests.support.git_remote import GitRemote
-from tests.support.jupyter import running_jupyter
 
 AUTOSAVE = Path(git_autosave.__file__)
 

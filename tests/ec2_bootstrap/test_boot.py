@@ -14,7 +14,7 @@ from jupyter_server.auth import passwd_check
 from moto import mock_aws
 
 import boot
-from tests.support.git_remote import GitRemote
+from demo.git_remote import GitRemote
 
 PASSWORD = "the-team-password"
 TOKEN = "ghp_test_token_0123456789abcdef"

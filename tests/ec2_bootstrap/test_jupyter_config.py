@@ -9,7 +9,7 @@ import sys
 import pytest
 import requests
 
-from tests.support.jupyter import CONFIG, PASSWORD, ROOT_FLAG, running_jupyter
+from demo.jupyter import CONFIG, PASSWORD, ROOT_FLAG, running_jupyter
 from tests.support.kernels import execute
 
 

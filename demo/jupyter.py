@@ -1,4 +1,4 @@
-"""A real `jupyter lab` process on 127.0.0.1, started with the project's config file."""
+"""A real `jupyter lab` process on 127.0.0.1 with the project's config file (tests and benchmarks)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A real git smart-HTTP remote on loopback: `git http-backend` behind basic auth with a token.
+"""The local stand-in for GitHub (demo and tests): a real git smart-HTTP remote on loopback: `git http-backend` behind basic auth with a token.
 
 The server can be switched down (connection refused, like a network outage) or made to answer
 5xx, so the autosave's failure paths meet real git errors.
@@ -127,9 +127,7 @@ class GitRemote:
 
     def __init__(self, root: Path, token: str = "ghp_test_token_0123456789abcdef") -> None:
         if GIT_HTTP_BACKEND is None or shutil.which("git") is None:
-            import pytest
-
-            pytest.skip("needs git with git-http-backend (apt-get install git)")
+            raise RuntimeError("needs git with git-http-backend (apt-get install git)")
         self.root = root
         self.token = token
         self.bare = root / "team.git"

@@ -1,0 +1,286 @@
+"""The whole product on one machine, with nothing from AWS: `make demo` (python -m demo).
+
+- AWS: a moto server on 127.0.0.1 plays EC2 and SSM. The demo creates what Terraform would: the
+  instance (stopped) and the SSM parameters (team password, GitHub token).
+- The start link: the real lambda_src handler behind demo/gateway.py at
+  http://127.0.0.1:<port>/v1/start?pass=<password> (&view=page for the page).
+- GitHub: a local bare repo served over git smart-HTTP with token auth (demo/git_remote.py).
+- The instance: a local stand-in that follows moto's state. When moto says "running", it runs the
+  real boot steps (boot.py secrets: SSM → password hash, git credential, clone), starts Jupyter
+  with ec2_bootstrap/jupyter_server_config.py, tags itself ready (boot.py ready) and runs the real
+  idle checker every few seconds. The checker's stop command stops the instance in moto; the
+  stand-in then shuts Jupyter down, as a powered-off machine would.
+Ctrl-C stops every process the demo started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOTSTRAP = ROOT / "ec2_bootstrap"
+sys.path.insert(0, str(BOOTSTRAP))
+
+logger = logging.getLogger("demo")
+PASSWORD = "demo-team-password"
+REGION = "us-east-1"
+READY_TAG = "jupyter-on-demand:ready-at"
+
+
+def start_moto() -> tuple[object, str]:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
+def create_stack(token: str) -> str:
+    """What `terraform apply` creates, in moto: the stopped instance and the two secrets."""
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name=REGION)
+    instance_id = ec2.run_instances(
+        ImageId="ami-03cf127a", InstanceType="g4dn.4xlarge", MinCount=1, MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "jupyter-on-demand-gpu"}]}],
+    )["Instances"][0]["InstanceId"]  # fmt: skip
+    ec2.stop_instances(InstanceIds=[instance_id])
+    ssm = boto3.client("ssm", region_name=REGION)
+    ssm.put_parameter(Name="/demo/team-pass", Value=PASSWORD, Type="SecureString")
+    ssm.put_parameter(Name="/demo/github-token", Value=token, Type="SecureString")
+    return instance_id
+
+
+class LocalInstance:
+    """Follows the instance's state in moto and plays what the real machine does."""
+
+    def __init__(
+        self,
+        instance_id: str,
+        state_dir: Path,
+        remote_url: str,
+        jupyter_port: int,
+        idle_minutes: float,
+    ):
+        self.instance_id = instance_id
+        self.state_dir = state_dir
+        self.jupyter_port = jupyter_port
+        self.idle_minutes = idle_minutes
+        self.jupyter: subprocess.Popen | None = None
+        self.stop_event = threading.Event()
+        self.config = state_dir / "etc" / "config.env"
+        self.config.parent.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            f"AWS_REGION={REGION}\nTEAM_PASS_PARAMETER=/demo/team-pass\nGITHUB_TOKEN_PARAMETER=/demo/github-token\n"
+            f"GITHUB_REPO_URL={remote_url}\nGITHUB_USER_NAME=demo\nJUPYTER_PORT={jupyter_port}\nJUPYTER_TLS=0\n"
+            f"IDLE_MINUTES={idle_minutes}\nREADY_TAG={READY_TAG}\nINSTANCE_ID={instance_id}\n"
+        )
+        self.env = {
+            **os.environ,
+            "JOD_CONFIG": str(self.config),
+            "JOD_APP_DIR": str(BOOTSTRAP),
+            "JOD_SECRETS_DIR": str(state_dir / "etc" / "secrets"),
+            "JOD_STATE_DIR": str(state_dir / "state"),
+            "JOD_HOME": str(state_dir / "home"),
+            "JOD_REPO_DIR": str(state_dir / "home" / "work"),
+            "JOD_USER": getpass.getuser(),
+        }
+        (state_dir / "home").mkdir(exist_ok=True)
+
+    def state(self) -> str:
+        import boto3
+
+        reservations = boto3.client("ec2", region_name=REGION).describe_instances(
+            InstanceIds=[self.instance_id]
+        )
+        return reservations["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+    def boot_step(self, step: str) -> None:
+        subprocess.run(
+            [sys.executable, str(BOOTSTRAP / "boot.py"), step],
+            env=self.env,
+            check=True,
+            timeout=600,
+        )
+
+    def power_on(self) -> None:
+        logger.info(
+            "instance %s is running: booting (boot.py secrets, Jupyter, boot.py ready)",
+            self.instance_id,
+        )
+        self.boot_step("secrets")
+        jupyter_env = dict(self.env)
+        for path in (self.config, Path(self.env["JOD_SECRETS_DIR"]) / "jupyter.env"):
+            for line in path.read_text().splitlines():
+                key, _, value = line.partition("=")
+                jupyter_env[key] = value
+        jupyter_env |= {
+            "HOME": self.env["JOD_HOME"],
+            "JUPYTER_IP": "127.0.0.1",
+            "JUPYTER_AUTOSAVE_DEBOUNCE": "1",
+        }
+        root_flag = ["--allow-root"] if os.geteuid() == 0 else []
+        log = (self.state_dir / "jupyter.log").open("a")
+        self.jupyter = subprocess.Popen(
+            [str(Path(sys.executable).parent / "jupyter"), "lab", f"--config={BOOTSTRAP / 'jupyter_server_config.py'}", *root_flag],
+            env=jupyter_env, cwd=self.env["JOD_HOME"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.boot_step("ready")
+        self.start_idle_clock()
+        logger.info("Jupyter is ready at http://127.0.0.1:%s/lab", self.jupyter_port)
+
+    def start_idle_clock(self) -> None:
+        """A real boot restarts the checker's clock (a new /proc boot_id); this stand-in shares the
+        host's boot, so it writes the checker's state as a fresh boot would leave it."""
+        import idle_check
+
+        state = self.state_dir / "state" / "idle-state.json"
+        state.parent.mkdir(parents=True, exist_ok=True)
+        now = idle_check.utcnow().isoformat()
+        state.write_text(
+            json.dumps({"boot_id": idle_check.boot_id(), "last_active": now, "reason": "boot"})
+        )
+
+    def power_off(self) -> None:
+        if self.jupyter is not None and self.jupyter.poll() is None:
+            logger.info("instance stopped: shutting Jupyter down (the flush ran before the stop)")
+            os.killpg(self.jupyter.pid, signal.SIGTERM)
+            try:
+                self.jupyter.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.jupyter.pid, signal.SIGKILL)
+        self.jupyter = None
+
+    def idle_check(self) -> None:
+        secrets_env = Path(self.env["JOD_SECRETS_DIR"]) / "jupyter.env"
+        values = dict(line.partition("=")[::2] for line in secrets_env.read_text().splitlines())
+        stop = f"{sys.executable} -m demo.stop_instance {self.instance_id}"
+        flush = f"{sys.executable} {BOOTSTRAP / 'git_autosave.py'} flush --repo {self.env['JOD_REPO_DIR']} --timeout 30"
+        result = subprocess.run(
+            [
+                sys.executable, str(BOOTSTRAP / "idle_check.py"),
+                "--jupyter-url", f"http://127.0.0.1:{self.jupyter_port}",
+                "--idle-minutes", str(self.idle_minutes),
+                "--state-file", str(self.state_dir / "state" / "idle-state.json"),
+                "--activity-file", values["JUPYTER_ACTIVITY_FILE"],
+                "--process-root", str(self.jupyter.pid),
+                "--stop-command", stop, "--flush-command", flush,
+            ],
+            env={**self.env, "JUPYTER_TOKEN": values["JUPYTER_TOKEN"], "HOME": self.env["JOD_HOME"], "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        if result.stdout.strip():
+            logger.info("idle check: %s", result.stdout.strip())
+
+    def run(self, check_every: float = 5.0) -> None:
+        last_check = 0.0
+        while not self.stop_event.is_set():
+            try:
+                state = self.state()
+                if state == "running" and self.jupyter is None:
+                    self.power_on()
+                    last_check = time.monotonic()
+                elif state != "running" and self.jupyter is not None:
+                    self.power_off()
+                elif self.jupyter is not None and time.monotonic() - last_check >= check_every:
+                    last_check = time.monotonic()
+                    self.idle_check()
+            except Exception:
+                logger.exception("the local instance hit an error; retrying")
+            self.stop_event.wait(1.0)
+        self.power_off()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run jupyter-on-demand locally against moto.")
+    parser.add_argument(
+        "--idle-minutes", type=float, default=2.0, help="idle timeout (2 min by default)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8080, help="the local API Gateway's port (0: any)"
+    )
+    parser.add_argument("--jupyter-port", type=int, default=8888)
+    parser.add_argument(
+        "--state-dir", type=Path, default=None, help="where the demo keeps its files"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout
+    )
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="jupyter-on-demand-demo-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": REGION}
+    )
+    moto, endpoint = start_moto()
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    from demo.git_remote import GitRemote
+
+    token = "ghp_demo_" + secrets.token_hex(12)
+    remote = GitRemote(state_dir / "github", token=token)
+    instance_id = create_stack(token)
+    os.environ.update(
+        {
+            "INSTANCE_ID": instance_id,
+            "TEAM_PASS_PARAMETER": "/demo/team-pass",
+            "JUPYTER_PORT": str(args.jupyter_port),
+            "JUPYTER_SCHEME": "http",
+            "JUPYTER_HOST": "127.0.0.1",
+            "IDLE_MINUTES": f"{args.idle_minutes:g}",
+        }
+    )
+    from demo.gateway import serve
+
+    gateway = serve(port=args.port)
+    instance = LocalInstance(
+        instance_id, state_dir, remote.url, args.jupyter_port, args.idle_minutes
+    )
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+
+    link = f"http://127.0.0.1:{gateway.server_port}/v1/start?pass={PASSWORD}"
+    print(
+        "\njupyter-on-demand demo is up (Ctrl-C stops everything)\n"
+        f"  START LINK:  {link}&view=page\n"
+        f"  JSON:        {link}\n"
+        f"  STATUS:      http://127.0.0.1:{gateway.server_port}/v1/status?pass={PASSWORD}\n"
+        f"  PASSWORD:    {PASSWORD}\n"
+        f"  COMMITS:     git --git-dir {remote.bare} log --stat main\n"
+        f"  REMOTE:      {remote.url}\n"
+        f"  AWS (moto):  {endpoint}  instance {instance_id}\n"
+        f"  IDLE:        the instance stops after {args.idle_minutes:g} min without activity\n"
+        f"  FILES:       {state_dir}\n",
+        flush=True,
+    )
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    logger.info("stopping the demo")
+    instance.stop_event.set()
+    thread.join(30)
+    gateway.shutdown()
+    remote.stop()
+    moto.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
