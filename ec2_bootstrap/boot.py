@@ -417,6 +417,15 @@ def jupyter_answers(config: dict[str, str], jupyter_env: dict[str, str]) -> bool
     return response.status_code == 200
 
 
+def start_idle_clock(paths: Paths) -> None:
+    """The idle clock starts when people can use the machine: now, not at boot (a first boot's
+    install can take longer than the idle timeout)."""
+    import idle_check
+
+    state = {"boot_id": idle_check.boot_id(), "last_active": idle_check.utcnow().isoformat(), "reason": "Jupyter ready"}
+    write_file(paths.state / "idle-state.json", json.dumps(state), 0o644)
+
+
 def ready_step(paths: Paths, timeout: float = 600) -> None:
     import boto3
 
@@ -429,6 +438,7 @@ def ready_step(paths: Paths, timeout: float = 600) -> None:
             raise BootError(f"Jupyter did not answer within {timeout:.0f} s")
         time.sleep(1)
     logger.info("Jupyter answers after %.1f s", time.monotonic() - started)
+    start_idle_clock(paths)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     ec2 = boto3.client("ec2", region_name=config.get("AWS_REGION"))
     ec2.create_tags(
@@ -573,6 +583,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     paths = Paths.from_env()
+    # config.env is the environment of every step (as the units' EnvironmentFile): the region, and
+    # in tests AWS_ENDPOINT_URL and pip's PIP_* settings; child processes inherit it.
+    if paths.config.exists():
+        for key, value in read_config(paths.config).items():
+            os.environ.setdefault(key, value)
     steps = {
         "install": install_step,
         "sync": sync_step,

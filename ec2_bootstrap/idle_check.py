@@ -14,7 +14,8 @@ Timestamps of the latest interaction (the clock starts from the newest):
   - real interaction recorded by the Jupyter extension (jupyter_extensions.py) in --activity-file;
     an open tab's background polling is not recorded there;
   - input on a terminal or SSH session (the tty's access time, as `w` shows it);
-  - the boot: a machine nobody connected to stops --idle-minutes after it booted.
+  - the boot, or rather the moment Jupyter first answered after it (boot.py ready writes that to
+    the state file): a machine nobody connects to stops --idle-minutes after it became usable.
 Deliberately not used: /api/status last_activity, which an open tab moves every ~10 s.
 
 All API calls carry ?no_track_activity=1 so the checker never keeps the machine alive itself.

@@ -1,0 +1,188 @@
+"""VM acceptance: the real user_data template, rendered by `terraform console`, booted on a real
+Debian 12 with cloud-init under QEMU. Everything the guest needs is on this machine: moto (SSM,
+EC2 tags), a wheelhouse for pip, and the git smart-HTTP remote with token auth.
+
+Asserts: Jupyter answers over TLS with the team password and refuses a wrong one; a notebook
+saved through the API arrives as a commit on the host remote; after the short idle timeout the
+VM powers itself off; a second boot from the same disk doesn't reinstall, takes a password
+changed in SSM in between, and keeps the files. Records boot→ready times and the delay from the
+idle deadline to power-off in .cache/bench/vm_acceptance.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+
+from bench.common import report
+from demo.git_remote import GitRemote
+from demo.jupyter import free_port
+from tests.ec2_bootstrap.autosave_support import wait_for
+from tests.infrastructure.terraform import render_bundle, render_template
+from tests.vm.vm import CACHE, VM, Forward, build_image, make_seed, require_host
+
+pytestmark = pytest.mark.vm
+
+IDLE_MINUTES = 1.0
+OLD_PASSWORD = "first-team-password"
+NEW_PASSWORD = "second-team-password"
+TOKEN = "ghp_vm_test_token_0123456789"
+READY_TAG = "jupyter-on-demand:ready-at"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wheelhouse() -> Path:
+    folder = CACHE / "wheelhouse"
+    marker = folder / ".complete"
+    requirements = ROOT / "ec2_bootstrap" / "requirements.txt"
+    if not marker.exists() or marker.read_text() != requirements.read_text():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(folder), "-r", str(requirements)],
+            check=True,
+        )
+        marker.write_text(requirements.read_text())
+    return folder
+
+
+def serve_directory(folder: Path) -> ThreadingHTTPServer:
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    require_host()
+    image = build_image()
+    folder = tmp_path_factory.mktemp("vm")
+    from moto.server import ThreadedMotoServer
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    moto_port = moto.get_host_and_port()[1]
+    endpoint = f"http://127.0.0.1:{moto_port}"
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint)
+    ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=endpoint)
+    instance_id = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    ssm.put_parameter(Name="/jod/team-pass", Value=OLD_PASSWORD, Type="SecureString")
+    ssm.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
+    for name, value in render_bundle().items():
+        ssm.put_parameter(Name=f"/jod/bootstrap/{name}", Value=value, Type="String")
+    wheels = serve_directory(wheelhouse())
+    remote = GitRemote(folder / "remote", token=TOKEN)
+    config = {
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": "http://10.0.2.100:5000",
+        "AWS_ACCESS_KEY_ID": "testing",  # moto's; a real instance uses its instance profile
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "TEAM_PASS_PARAMETER": "/jod/team-pass",
+        "GITHUB_TOKEN_PARAMETER": "/jod/github-token",
+        "GITHUB_REPO_URL": "http://10.0.2.102:8002/team.git",
+        "GITHUB_USER_NAME": "autosave",
+        "JUPYTER_PORT": "8443",
+        "JUPYTER_TLS": "1",
+        "IDLE_MINUTES": f"{IDLE_MINUTES:g}",
+        "READY_TAG": READY_TAG,
+        "INSTANCE_ID": instance_id,
+        "BOOTSTRAP_PARAMETER_PREFIX": "/jod/bootstrap",
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": "http://10.0.2.101:8001/",
+    }
+    seed = make_seed(folder, render_template(config))
+    forwards = [
+        Forward("10.0.2.100", 5000, moto_port),
+        Forward("10.0.2.101", 8001, wheels.server_address[1]),
+        Forward("10.0.2.102", 8002, remote.port),
+    ]
+    vm = VM(folder, image, seed, forwards, free_port())
+    yield {"vm": vm, "ec2": ec2, "ssm": ssm, "instance_id": instance_id, "remote": remote}
+    vm.kill()
+    remote.stop()
+    wheels.shutdown()
+    moto.stop()
+
+
+def ready_after(ec2, instance_id: str, since: float) -> bool:
+    tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [instance_id]}])["Tags"]
+    value = next((t["Value"] for t in tags if t["Key"] == READY_TAG), None)
+    if value is None:
+        return False
+    from datetime import datetime
+
+    return datetime.fromisoformat(value).timestamp() >= since - 5
+
+
+def login(url: str, password: str) -> requests.Session:
+    session = requests.Session()
+    session.verify = False
+    session.get(f"{url}/login", timeout=30, verify=False)
+    session.post(f"{url}/login", data={"password": password, "_xsrf": session.cookies.get("_xsrf")}, timeout=30, verify=False)
+    return session
+
+
+def authorized(session: requests.Session, url: str) -> bool:
+    return session.get(f"{url}/api/contents", timeout=30, verify=False).status_code == 200
+
+
+def boot_until_ready(host, name: str, timeout: float) -> float:
+    vm: VM = host["vm"]
+    wall_start = time.time()
+    started = vm.boot(name)
+    try:
+        wait_for(lambda: ready_after(host["ec2"], host["instance_id"], wall_start) or vm.process.poll() is not None, timeout=timeout, interval=3)
+    except AssertionError:
+        raise AssertionError(f"not ready within {timeout} s; console:\n{vm.console_text()[-6000:]}") from None
+    assert vm.process.poll() is None, f"the VM stopped:\n{vm.console_text()[-6000:]}"
+    return time.monotonic() - started
+
+
+def test_first_boot_jupyter_autosave_idle_stop_and_second_boot(host) -> None:
+    vm: VM = host["vm"]
+    remote: GitRemote = host["remote"]
+    url = f"https://127.0.0.1:{vm.jupyter_host_port}"
+    figures: dict[str, float] = {}
+
+    figures["first_boot_to_ready_s"] = boot_until_ready(host, "first", timeout=900)
+    assert authorized(login(url, OLD_PASSWORD), url)
+    assert not authorized(login(url, "not-the-password"), url)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(url.replace("https", "http") + "/login", timeout=10)  # TLS only
+
+    session = login(url, OLD_PASSWORD)
+    notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    saved = session.put(
+        f"{url}/api/contents/from-vm.ipynb",
+        json={"type": "notebook", "content": notebook},
+        headers={"X-XSRFToken": session.cookies["_xsrf"]},
+        timeout=60,
+        verify=False,
+    )
+    assert saved.status_code in (200, 201), saved.text
+    deadline = time.monotonic() + IDLE_MINUTES * 60
+    wait_for(lambda: "from-vm.ipynb" in remote.files(), timeout=120, interval=2)
+
+    powered_off = vm.wait_powered_off(timeout=IDLE_MINUTES * 60 + 240)
+    figures["idle_deadline_to_power_off_s"] = powered_off - deadline
+    assert vm.process.returncode == 0  # QEMU exits 0 when the guest powers itself off
+
+    host["ssm"].put_parameter(Name="/jod/team-pass", Value=NEW_PASSWORD, Type="SecureString", Overwrite=True)
+    figures["second_boot_to_ready_s"] = boot_until_ready(host, "second", timeout=600)
+    assert "installed; Jupyter is starting" in (vm.folder / "console-first.log").read_text(errors="replace")
+    assert "installed; Jupyter is starting" not in vm.console_text()  # no reinstall
+    assert authorized(login(url, NEW_PASSWORD), url)
+    assert not authorized(login(url, OLD_PASSWORD), url)
+    kept = login(url, NEW_PASSWORD).get(f"{url}/api/contents/from-vm.ipynb", timeout=30, verify=False)
+    assert kept.status_code == 200
+    vm.kill()
+    report("vm_acceptance", figures)
