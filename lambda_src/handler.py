@@ -6,7 +6,10 @@ Runs in AWS Lambda behind an API Gateway REST API (proxy integration, payload v1
     GET /v1/status?pass=<team password>[&view=page]  report, never start anything
 
 Only the standard library and boto3 (shipped in the Lambda Python runtime) are imported, so
-Terraform zips this folder as it is. Configuration is read from the environment in `Config`.
+Terraform zips this folder as it is. Configuration is read from the environment in `Config`:
+INSTANCE_ID, TEAM_PASS_PARAMETER, JUPYTER_PORT, JUPYTER_SCHEME, IDLE_MINUTES,
+FALLBACK_INSTANCE_TYPES (set by infrastructure/lambda.tf) and JUPYTER_HOST (only the local demo
+sets it: a host to report instead of the instance's public DNS name).
 """
 
 from __future__ import annotations

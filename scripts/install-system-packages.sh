@@ -15,6 +15,8 @@ declare -A package_of=(
   [debootstrap]=debootstrap
   [cloud-localds]=cloud-image-utils
   [cloud-init]=cloud-init
+  [mke2fs]=e2fsprogs
+  [openssl]=openssl
 )
 
 missing=()

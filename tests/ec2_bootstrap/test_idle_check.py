@@ -304,3 +304,20 @@ def test_an_open_tab_in_chromium_with_nobody_there_is_idle(jupyter, tmp_path) ->
 )
 def test_which_requests_count_as_interaction(method, path, query, status, counts) -> None:
     assert bool(jupyter_extensions.is_interaction(method, path, query, status)) is counts
+
+
+def test_a_flush_that_cannot_even_run_never_blocks_the_stop(jupyter, tmp_path) -> None:
+    log = tmp_path / "stopped"
+    result = subprocess.run(
+        [
+            sys.executable, str(CHECKER), "--jupyter-url", jupyter.url, "--token", jupyter.token,
+            "--idle-minutes", "0.01", "--state-file", str(tmp_path / "s.json"),
+            "--process-root", str(jupyter.process.pid),
+            "--flush-command", "/nonexistent/flush",
+            "--stop-command", f"touch {log}",
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert "autosave flush failed (FileNotFoundError" in result.stderr
+    assert log.exists()

@@ -24,7 +24,8 @@ debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$mirror"
 # Boot straight from /dev/vda (the whole disk is the filesystem), console on the serial port.
 echo "/dev/vda / ext4 defaults 0 1" > "$rootfs/etc/fstab"
 echo "jod-vm" > "$rootfs/etc/hostname"
-printf 'auto lo\niface lo inet loopback\n' > "$rootfs/etc/network/interfaces"
+# ifupdown reads the DHCP stanza cloud-init writes into interfaces.d (net.ifnames=0: eth0).
+printf 'source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n' > "$rootfs/etc/network/interfaces"
 # Only the NoCloud seed: no waiting on cloud metadata services that can't be reached.
 echo "datasource_list: [ NoCloud, None ]" > "$rootfs/etc/cloud/cloud.cfg.d/90-datasource.cfg"
 chroot "$rootfs" systemctl enable cron >/dev/null 2>&1 || true

@@ -38,18 +38,22 @@ NEW_PASSWORD = "second-team-password"
 TOKEN = "ghp_vm_test_token_0123456789"
 READY_TAG = "jupyter-on-demand:ready-at"
 ROOT = Path(__file__).resolve().parents[2]
+GUEST_PYTHON = "3.11.2"
 
 
 def wheelhouse() -> Path:
     folder = CACHE / "wheelhouse"
     marker = folder / ".complete"
     requirements = ROOT / "ec2_bootstrap" / "requirements.txt"
-    if not marker.exists() or marker.read_text() != requirements.read_text():
+    wanted = f"{GUEST_PYTHON}\n{requirements.read_text()}"
+    if not marker.exists() or marker.read_text() != wanted:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(folder), "-r", str(requirements)],
+            # Resolved for the guest's Python (Debian 12: 3.11.2), not this machine's.
+            [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", GUEST_PYTHON,
+             "-d", str(folder), "-r", str(requirements)],  # fmt: skip
             check=True,
         )
-        marker.write_text(requirements.read_text())
+        marker.write_text(wanted)
     return folder
 
 
@@ -98,6 +102,7 @@ def host(tmp_path_factory):
         "BOOTSTRAP_PARAMETER_PREFIX": "/jod/bootstrap",
         "PIP_NO_INDEX": "1",
         "PIP_FIND_LINKS": "http://10.0.2.101:8001/",
+        "PIP_TRUSTED_HOST": "10.0.2.101",  # the plain-HTTP wheelhouse of this test
     }
     seed = make_seed(folder, render_template(config))
     forwards = [
@@ -140,10 +145,17 @@ def boot_until_ready(host, name: str, timeout: float) -> float:
     wall_start = time.time()
     started = vm.boot(name)
     try:
-        wait_for(lambda: ready_after(host["ec2"], host["instance_id"], wall_start) or vm.process.poll() is not None, timeout=timeout, interval=3)
+        wait_for(
+            lambda: ready_after(host["ec2"], host["instance_id"], wall_start)
+            or vm.process.poll() is not None
+            or "BOOT FAILED" in vm.console_text(),
+            timeout=timeout,
+            interval=3,
+        )
     except AssertionError:
         raise AssertionError(f"not ready within {timeout} s; console:\n{vm.console_text()[-6000:]}") from None
     assert vm.process.poll() is None, f"the VM stopped:\n{vm.console_text()[-6000:]}"
+    assert "BOOT FAILED" not in vm.console_text(), vm.console_text()[-6000:]
     return time.monotonic() - started
 
 

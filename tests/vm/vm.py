@@ -80,7 +80,8 @@ class VM:
             "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "3072",
             "-display", "none", "-no-reboot", "-serial", f"file:{self.console}",
             "-kernel", str(self.image / "vmlinuz"), "-initrd", str(self.image / "initrd.img"),
-            "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet",
+            # journald to the console too: the test shows what the guest logged when it fails.
+            "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet systemd.journald.forward_to_console=1",
             "-drive", f"file={self.disk},if=virtio,format=qcow2",
             "-drive", f"file={self.seed},if=virtio,format=raw,readonly=on",
             "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
