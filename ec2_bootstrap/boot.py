@@ -425,7 +425,11 @@ def start_idle_clock(paths: Paths) -> None:
     install can take longer than the idle timeout)."""
     import idle_check
 
-    state = {"boot_id": idle_check.boot_id(), "last_active": idle_check.utcnow().isoformat(), "reason": "Jupyter ready"}
+    state = {
+        "boot_id": idle_check.boot_id(),
+        "last_active": idle_check.utcnow().isoformat(),
+        "reason": "Jupyter ready",
+    }
     write_file(paths.state / "idle-state.json", json.dumps(state), 0o644)
 
 

@@ -424,18 +424,26 @@ class Checker:
                 subprocess.run(["wall", message], check=False, timeout=10, capture_output=True)
         elif action == "stop":
             if self.o.flush_command:
-                flushed = subprocess.run(
-                    shlex.split(self.o.flush_command), check=False, timeout=180
-                )
-                if flushed.returncode != 0:
+                # A failed flush never blocks the stop: commits stay on the disk, pushed next boot.
+                code = run_command(self.o.flush_command, timeout=180)
+                if code != 0:
                     logger.error(
-                        "autosave flush failed (exit %s); commits stay on the disk and are pushed at the next boot",
-                        flushed.returncode,
+                        "autosave flush failed (%s); the work stays committed on the disk", code
                     )
             logger.warning("stopping the machine: %s", result["reason"])
             self.state["stopped_at"] = self.now.isoformat()
             self.save_state()
-            subprocess.run(shlex.split(self.o.stop_command), check=False, timeout=120)
+            code = run_command(self.o.stop_command, timeout=120)
+            if code != 0:
+                logger.error("the stop command failed (%s): %s", code, self.o.stop_command)
+
+
+def run_command(command: str, timeout: float) -> int | str:
+    """Exit code of a command line, or why it could not run."""
+    try:
+        return subprocess.run(shlex.split(command), check=False, timeout=timeout).returncode
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"{type(error).__name__}: {error}"
 
 
 def parse_args(argv: list[str] | None) -> Options:
