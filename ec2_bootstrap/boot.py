@@ -164,9 +164,8 @@ def run(
         check=False,
     )
     if result.returncode != 0:
-        raise BootError(
-            f"{args[0]} {args[1] if len(args) > 1 else ''} failed: {result.stderr.strip()[-2000:]}"
-        )
+        output = (result.stderr.strip() or result.stdout.strip())[-2000:]
+        raise BootError(f"{' '.join(args[:3])} failed: {output}")
     return result.stdout
 
 
@@ -281,13 +280,21 @@ def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
                 user=paths.user,
                 env=env,
             )
-    head = subprocess.run(
-        ["git", "-C", str(paths.repo), "rev-parse", "-q", "--verify", "HEAD"],
-        capture_output=True,
-        check=False,
-    )
-    if head.returncode == 0:
-        return
+    try:  # as the service user: git refuses root in a repository root does not own
+        run(
+            "git",
+            "-C",
+            str(paths.repo),
+            "rev-parse",
+            "-q",
+            "--verify",
+            "HEAD",
+            user=paths.user,
+            env=env,
+        )
+        return  # it has commits: never touch it
+    except BootError:
+        pass  # an empty clone: initialise it below
     import git_autosave
 
     owner = owner_ids(paths.user)
@@ -366,10 +373,9 @@ def secrets_step(paths: Paths) -> None:
     line = credential_line(config["GITHUB_REPO_URL"], config.get("GITHUB_USER_NAME", "git"), token)
     if write_file(paths.credentials, line, 0o600, owner):
         logger.info("wrote the git credential %s", paths.credentials)
-    state_owner = owner or None
     paths.state.mkdir(parents=True, exist_ok=True)
-    if state_owner:
-        os.chown(paths.state, *state_owner)
+    if owner:  # Jupyter (the service user) records activity there
+        os.chown(paths.state, *owner)
     configure_git(paths, config)
     ensure_repo(paths, config)
 

@@ -183,11 +183,9 @@ class Repo:
                 name,
                 self.max_bytes // 2**20,
             )
+        # Excluded from staging: a tracked file that grew over the limit keeps its last version.
         excludes = [f":(exclude,literal){name}" for name in skipped]
         self.git("add", "-A", "--", ".", *excludes)
-        if skipped:
-            # A tracked file that grew over the limit stays at its last committed version.
-            self.git("reset", "-q", "--", *[f":(literal){name}" for name in skipped], check=False)
         changed = self.git("diff", "--cached", "--name-status", "-z").split("\0")
         if not any(changed):
             if skipped:

@@ -248,3 +248,22 @@ def test_tokens_in_urls_are_redacted() -> None:
         git_autosave.redact("fatal: https://user:ghp_secret@github.com/x")
         == "fatal: https://***@github.com/x"
     )
+
+
+def test_a_tracked_file_that_grows_over_the_limit_keeps_its_last_committed_version(setup) -> None:
+    repo_path, home = setup
+    import os
+
+    os.environ["HOME"], old_home = str(home), os.environ.get("HOME", "")
+    try:
+        repo = git_autosave.Repo(repo_path, max_bytes=100)
+        (repo_path / "data.txt").write_text("small\n")
+        assert repo.commit_all()
+        (repo_path / "data.txt").write_text("x" * 1000)
+        (repo_path / "other.txt").write_text("other\n")
+        assert repo.commit_all()
+        assert git(repo_path, "show", "HEAD:data.txt") == "small\n"
+        assert git(repo_path, "show", "HEAD:other.txt") == "other\n"
+        assert repo.read_status()["skipped"] == ["data.txt"]
+    finally:
+        os.environ["HOME"] = old_home
