@@ -157,3 +157,35 @@ def running_jupyter(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
+
+
+def login(url: str, password: str, timeout: float = 30) -> requests.Session:
+    """A session logged in through Jupyter's login form, as a browser does (with its _xsrf)."""
+    session = requests.Session()
+    session.get(f"{url}/login", timeout=timeout, verify=False)
+    session.post(
+        f"{url}/login",
+        data={"password": password, "_xsrf": session.cookies.get("_xsrf")},
+        timeout=timeout,
+        verify=False,
+        allow_redirects=False,
+    )
+    return session
+
+
+def authorized(session: requests.Session, url: str) -> bool:
+    return session.get(f"{url}/api/contents", timeout=30, verify=False).status_code == 200
+
+
+def save_notebook(
+    session: requests.Session, url: str, path: str, timeout: float = 60
+) -> requests.Response:
+    """Save an empty notebook through the contents API, as JupyterLab's Ctrl-S does."""
+    notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    return session.put(
+        f"{url}/api/contents/{path}",
+        json={"type": "notebook", "content": notebook},
+        headers={"X-XSRFToken": session.cookies["_xsrf"]},
+        timeout=timeout,
+        verify=False,
+    )

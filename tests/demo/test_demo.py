@@ -15,7 +15,7 @@ import boto3
 import pytest
 import requests
 
-from demo.jupyter import free_port
+from demo.jupyter import free_port, login, save_notebook
 from tests.ec2_bootstrap.autosave_support import wait_for
 
 STARTING = "Jupyter Lab will start in 1-3 min. Wait and reload this request to get the access URL."
@@ -68,20 +68,7 @@ def test_the_demo_runs_the_whole_flow(demo) -> None:
     assert running["message"].startswith(f"Jupyter Lab already running at {running['url']}.")
 
     base = running["url"].removesuffix("/lab")
-    session = requests.Session()
-    session.get(f"{base}/login", timeout=10)
-    session.post(
-        f"{base}/login",
-        data={"password": banner["PASSWORD"], "_xsrf": session.cookies["_xsrf"]},
-        timeout=10,
-    )
-    notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-    saved = session.put(
-        f"{base}/api/contents/demo.ipynb",
-        json={"type": "notebook", "content": notebook},
-        headers={"X-XSRFToken": session.cookies["_xsrf"]},
-        timeout=30,
-    )
+    saved = save_notebook(login(base, banner["PASSWORD"]), base, "demo.ipynb")
     assert saved.status_code in (200, 201), saved.text
 
     bare = banner["COMMITS"].split("--git-dir ")[1].split()[0]

@@ -239,14 +239,18 @@ def test_secrets_are_read_through_aws_endpoint_url(paths, remote, monkeypatch) -
         server.stop()
 
 
-def test_ready_tags_the_instance_once_jupyter_answers_and_starts_the_idle_clock(paths, tmp_path) -> None:
+def test_ready_tags_the_instance_once_jupyter_answers_and_starts_the_idle_clock(
+    paths, tmp_path
+) -> None:
     import handler
     import idle_check
     from demo.jupyter import running_jupyter
 
     with mock_aws(), running_jupyter(tmp_path / "root", tmp_path / "work") as jupyter:
         ec2 = boto3.client("ec2", region_name="us-east-1")
-        instance_id = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        instance_id = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)[
+            "Instances"
+        ][0]["InstanceId"]
         port = jupyter.url.rsplit(":", 1)[1]
         paths.config.write_text(
             paths.config.read_text().replace("JUPYTER_PORT=8443", f"JUPYTER_PORT={port}")
@@ -255,7 +259,9 @@ def test_ready_tags_the_instance_once_jupyter_answers_and_starts_the_idle_clock(
         paths.jupyter_env.parent.mkdir(parents=True, exist_ok=True)
         paths.jupyter_env.write_text(f"JUPYTER_TOKEN={jupyter.token}\n")
         assert boot.main(["ready"]) == 0
-        instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+        instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0][
+            "Instances"
+        ][0]
     assert handler.is_ready(instance)
     state = json.loads((paths.state / "idle-state.json").read_text())
     assert state["boot_id"] == idle_check.boot_id() and state["reason"] == "Jupyter ready"

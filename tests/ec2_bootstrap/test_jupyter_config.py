@@ -9,22 +9,8 @@ import sys
 import pytest
 import requests
 
-from demo.jupyter import CONFIG, PASSWORD, ROOT_FLAG, running_jupyter
+from demo.jupyter import CONFIG, PASSWORD, ROOT_FLAG, login, running_jupyter
 from tests.support.kernels import execute
-
-
-def login(url: str, password: str) -> requests.Session:
-    session = requests.Session()
-    session.get(f"{url}/login", verify=False, timeout=10)
-    xsrf = session.cookies.get("_xsrf")
-    session.post(
-        f"{url}/login",
-        data={"password": password, "_xsrf": xsrf},
-        verify=False,
-        timeout=10,
-        allow_redirects=False,
-    )
-    return session
 
 
 @pytest.mark.parametrize("tls", [True, False], ids=["tls-on", "tls-off"])

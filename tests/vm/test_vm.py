@@ -12,10 +12,12 @@ idle deadline to power-off in .cache/bench/vm_acceptance.json.
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import requests
 
 from bench.common import report
 from demo.git_remote import GitRemote
-from demo.jupyter import free_port
+from demo.jupyter import authorized, free_port, login, save_notebook
 from tests.ec2_bootstrap.autosave_support import wait_for
 from tests.infrastructure.terraform import render_bundle, render_template
 from tests.vm.vm import CACHE, VM, Forward, build_image, make_seed, require_host
@@ -49,8 +51,20 @@ def wheelhouse() -> Path:
     if not marker.exists() or marker.read_text() != wanted:
         subprocess.run(
             # Resolved for the guest's Python (Debian 12: 3.11.2), not this machine's.
-            [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", GUEST_PYTHON,
-             "-d", str(folder), "-r", str(requirements)],  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--only-binary=:all:",
+                "--python-version",
+                GUEST_PYTHON,
+                "-d",
+                str(folder),
+                "-r",
+                str(requirements),
+            ],
             check=True,
         )
         marker.write_text(wanted)
@@ -78,7 +92,9 @@ def host(tmp_path_factory):
     endpoint = f"http://127.0.0.1:{moto_port}"
     ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint)
     ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=endpoint)
-    instance_id = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    instance_id = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)["Instances"][0][
+        "InstanceId"
+    ]
     ssm.put_parameter(Name="/jod/team-pass", Value=OLD_PASSWORD, Type="SecureString")
     ssm.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
     for name, value in render_bundle().items():
@@ -123,21 +139,7 @@ def ready_after(ec2, instance_id: str, since: float) -> bool:
     value = next((t["Value"] for t in tags if t["Key"] == READY_TAG), None)
     if value is None:
         return False
-    from datetime import datetime
-
     return datetime.fromisoformat(value).timestamp() >= since - 5
-
-
-def login(url: str, password: str) -> requests.Session:
-    session = requests.Session()
-    session.verify = False
-    session.get(f"{url}/login", timeout=30, verify=False)
-    session.post(f"{url}/login", data={"password": password, "_xsrf": session.cookies.get("_xsrf")}, timeout=30, verify=False)
-    return session
-
-
-def authorized(session: requests.Session, url: str) -> bool:
-    return session.get(f"{url}/api/contents", timeout=30, verify=False).status_code == 200
 
 
 def boot_until_ready(host, name: str, timeout: float) -> float:
@@ -146,14 +148,18 @@ def boot_until_ready(host, name: str, timeout: float) -> float:
     started = vm.boot(name)
     try:
         wait_for(
-            lambda: ready_after(host["ec2"], host["instance_id"], wall_start)
-            or vm.process.poll() is not None
-            or "BOOT FAILED" in vm.console_text(),
+            lambda: (
+                ready_after(host["ec2"], host["instance_id"], wall_start)
+                or vm.process.poll() is not None
+                or "BOOT FAILED" in vm.console_text()
+            ),
             timeout=timeout,
             interval=3,
         )
     except AssertionError:
-        raise AssertionError(f"not ready within {timeout} s; console:\n{vm.console_text()[-6000:]}") from None
+        raise AssertionError(
+            f"not ready within {timeout} s; console:\n{vm.console_text()[-6000:]}"
+        ) from None
     assert vm.process.poll() is None, f"the VM stopped:\n{vm.console_text()[-6000:]}"
     assert "BOOT FAILED" not in vm.console_text(), vm.console_text()[-6000:]
     return time.monotonic() - started
@@ -171,30 +177,38 @@ def test_first_boot_jupyter_autosave_idle_stop_and_second_boot(host) -> None:
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(url.replace("https", "http") + "/login", timeout=10)  # TLS only
 
-    session = login(url, OLD_PASSWORD)
-    notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-    saved = session.put(
-        f"{url}/api/contents/from-vm.ipynb",
-        json={"type": "notebook", "content": notebook},
-        headers={"X-XSRFToken": session.cookies["_xsrf"]},
-        timeout=60,
-        verify=False,
-    )
+    saved = save_notebook(login(url, OLD_PASSWORD), url, "from-vm.ipynb")
     assert saved.status_code in (200, 201), saved.text
     deadline = time.monotonic() + IDLE_MINUTES * 60
+    deadline_wall = time.time() + IDLE_MINUTES * 60
     wait_for(lambda: "from-vm.ipynb" in remote.files(), timeout=120, interval=2)
 
     powered_off = vm.wait_powered_off(timeout=IDLE_MINUTES * 60 + 240)
     figures["idle_deadline_to_power_off_s"] = powered_off - deadline
+    decided = re.search(
+        r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) idle-check WARNING stopping the machine",
+        vm.console_text(),
+    )
+    assert decided, "the guest logged no stop decision"
+    stop_at = datetime.strptime(decided.group(1), "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
+    figures["idle_deadline_to_stop_command_s"] = (
+        stop_at.timestamp() - deadline_wall
+    )  # guest clock = host UTC
     assert vm.process.returncode == 0  # QEMU exits 0 when the guest powers itself off
 
-    host["ssm"].put_parameter(Name="/jod/team-pass", Value=NEW_PASSWORD, Type="SecureString", Overwrite=True)
+    host["ssm"].put_parameter(
+        Name="/jod/team-pass", Value=NEW_PASSWORD, Type="SecureString", Overwrite=True
+    )
     figures["second_boot_to_ready_s"] = boot_until_ready(host, "second", timeout=600)
-    assert "installed; Jupyter is starting" in (vm.folder / "console-first.log").read_text(errors="replace")
+    assert "installed; Jupyter is starting" in (vm.folder / "console-first.log").read_text(
+        errors="replace"
+    )
     assert "installed; Jupyter is starting" not in vm.console_text()  # no reinstall
     assert authorized(login(url, NEW_PASSWORD), url)
     assert not authorized(login(url, OLD_PASSWORD), url)
-    kept = login(url, NEW_PASSWORD).get(f"{url}/api/contents/from-vm.ipynb", timeout=30, verify=False)
+    kept = login(url, NEW_PASSWORD).get(
+        f"{url}/api/contents/from-vm.ipynb", timeout=30, verify=False
+    )
     assert kept.status_code == 200
     vm.kill()
     report("vm_acceptance", figures)

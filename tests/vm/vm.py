@@ -30,7 +30,11 @@ HOST_TOOLS = {
 
 
 def require_host() -> None:
-    missing = [pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+    missing = [
+        pkg
+        for tool, pkg in HOST_TOOLS.items()
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
+    ]
     if missing:
         pytest.skip(f"the VM test needs Debian packages: apt-get install {' '.join(missing)}")
     if os.geteuid() != 0:
@@ -54,7 +58,9 @@ class Forward:
 
 
 class VM:
-    def __init__(self, folder: Path, image: Path, seed: Path, forwards: list[Forward], jupyter_host_port: int) -> None:
+    def __init__(
+        self, folder: Path, image: Path, seed: Path, forwards: list[Forward], jupyter_host_port: int
+    ) -> None:
         self.folder = folder
         self.image = image
         self.disk = folder / "disk.qcow2"
@@ -65,7 +71,18 @@ class VM:
         self.console: Path | None = None
         if not self.disk.exists():
             subprocess.run(
-                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image / "rootfs.ext4"), str(self.disk)],
+                [
+                    "qemu-img",
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "raw",
+                    "-b",
+                    str(image / "rootfs.ext4"),
+                    str(self.disk),
+                ],
                 check=True,
             )
 
@@ -91,7 +108,11 @@ class VM:
         return started
 
     def console_text(self) -> str:
-        return self.console.read_text(errors="replace") if self.console and self.console.exists() else ""
+        return (
+            self.console.read_text(errors="replace")
+            if self.console and self.console.exists()
+            else ""
+        )
 
     def wait_powered_off(self, timeout: float) -> float:
         assert self.process is not None
@@ -108,5 +129,8 @@ def make_seed(folder: Path, user_data: str, instance_id: str = "iid-jupyter-on-d
     (folder / "user-data").write_text(user_data)
     (folder / "meta-data").write_text(f"instance-id: {instance_id}\nlocal-hostname: jod-vm\n")
     seed = folder / "seed.img"
-    subprocess.run(["cloud-localds", str(seed), str(folder / "user-data"), str(folder / "meta-data")], check=True)
+    subprocess.run(
+        ["cloud-localds", str(seed), str(folder / "user-data"), str(folder / "meta-data")],
+        check=True,
+    )
     return seed
