@@ -185,15 +185,23 @@ def test_first_boot_jupyter_autosave_idle_stop_and_second_boot(host) -> None:
 
     powered_off = vm.wait_powered_off(timeout=IDLE_MINUTES * 60 + 240)
     figures["idle_deadline_to_power_off_s"] = powered_off - deadline
+    # The guest's clock is the host's (UTC from the emulated RTC): its log times compare directly.
     decided = re.search(
+        r'\{"time": "([^"]+)", "idle": true, [^\n]*"action": "stop"', vm.console_text()
+    )
+    assert decided, "the guest logged no stop decision"
+    figures["idle_deadline_to_stop_decision_s"] = (
+        datetime.fromisoformat(decided.group(1)).timestamp() - deadline_wall
+    )
+    stopping = re.search(
         r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) idle-check WARNING stopping the machine",
         vm.console_text(),
     )
-    assert decided, "the guest logged no stop decision"
-    stop_at = datetime.strptime(decided.group(1), "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
+    assert stopping, "the guest logged no stop command"
+    stop_at = datetime.strptime(stopping.group(1), "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
     figures["idle_deadline_to_stop_command_s"] = (
         stop_at.timestamp() - deadline_wall
-    )  # guest clock = host UTC
+    )  # after the flush
     assert vm.process.returncode == 0  # QEMU exits 0 when the guest powers itself off
 
     host["ssm"].put_parameter(
