@@ -257,87 +257,44 @@ def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
     """Clone the team's repo at first boot; initialise it when empty; never touch an existing one."""
     env = {"HOME": str(paths.home), "GIT_TERMINAL_PROMPT": "0"}
     url = config["GITHUB_REPO_URL"]
+
+    def git(*args: str, timeout: float = 120) -> str:
+        """git as the service user: git refuses root in a repository root does not own."""
+        return run("git", *args, user=paths.user, env=env, timeout=timeout)
+
+    def in_repo(*args: str, timeout: float = 120) -> str:
+        return git("-C", str(paths.repo), *args, timeout=timeout)
+
+    owner = owner_ids(paths.user)
     if not (paths.repo / ".git").exists():
         try:
-            run("git", "clone", "-q", url, str(paths.repo), user=paths.user, env=env, timeout=600)
+            git("clone", "-q", url, str(paths.repo), timeout=600)
             logger.info("cloned %s into %s", url, paths.repo)
         except BootError as error:
             # Jupyter still starts; autosave commits locally and pushes once GitHub answers.
             logger.error("could not clone %s (%s); starting with a local repository", url, error)
             paths.repo.mkdir(parents=True, exist_ok=True)
-            owner = owner_ids(paths.user)
             if owner is not None:
                 os.chown(paths.repo, *owner)
-            run("git", "init", "-q", "-b", "main", str(paths.repo), user=paths.user, env=env)
-            run(
-                "git",
-                "-C",
-                str(paths.repo),
-                "remote",
-                "add",
-                "origin",
-                url,
-                user=paths.user,
-                env=env,
-            )
-    try:  # as the service user: git refuses root in a repository root does not own
-        run(
-            "git",
-            "-C",
-            str(paths.repo),
-            "rev-parse",
-            "-q",
-            "--verify",
-            "HEAD",
-            user=paths.user,
-            env=env,
-        )
+            git("init", "-q", "-b", "main", str(paths.repo))
+            in_repo("remote", "add", "origin", url)
+    try:
+        in_repo("rev-parse", "-q", "--verify", "HEAD")
         return  # it has commits: never touch it
     except BootError:
         pass  # an empty clone: initialise it below
     import git_autosave
 
-    owner = owner_ids(paths.user)
     if not (paths.repo / "README.md").exists():
         write_file(paths.repo / "README.md", README, 0o644, owner)
     if not (paths.repo / ".gitignore").exists():
         write_file(paths.repo / ".gitignore", git_autosave.DEFAULT_GITIGNORE, 0o644, owner)
-    run(
-        "git",
-        "-C",
-        str(paths.repo),
-        "symbolic-ref",
-        "HEAD",
-        "refs/heads/main",
-        user=paths.user,
-        env=env,
-    )
-    run("git", "-C", str(paths.repo), "add", "README.md", ".gitignore", user=paths.user, env=env)
-    run(
-        "git",
-        "-C",
-        str(paths.repo),
-        "commit",
-        "-q",
-        "-m",
-        "Initialise the team repository",
-        user=paths.user,
-        env=env,
-    )
+    in_repo("symbolic-ref", "HEAD", "refs/heads/main")
+    in_repo("add", "README.md", ".gitignore")
+    in_repo("commit", "-q", "-m", "Initialise the team repository")
     logger.info("initialised the empty repository with a README and a .gitignore")
     try:
-        run(
-            "git",
-            "-C",
-            str(paths.repo),
-            "push",
-            "-q",
-            "origin",
-            "HEAD:refs/heads/main",
-            user=paths.user,
-            env=env,
-            timeout=300,
-        )
+        in_repo("push", "-q", "origin", "HEAD:refs/heads/main", timeout=300)
     except BootError as error:
         logger.warning("first push failed (%s); autosave pushes it later", error)
 
