@@ -8,7 +8,8 @@ Active now (any one resets the clock):
   - a kernel is busy (or starting), unless it has been busy for --stuck-busy-minutes (3 h) at ~0%
     CPU, or starting for --stuck-starting-minutes: a hung kernel must not bill a GPU forever;
   - a terminal has a foreground process running (a job in a Jupyter terminal or an SSH shell);
-  - a user process (uid >= --min-uid, or under --process-root) uses >= --cpu-percent of a core;
+  - a user process (uid >= --min-uid, or under --process-root) uses >= --cpu-percent of a core,
+    but the Jupyter server itself, whose CPU follows the tabs' polling;
   - any one GPU is busy (nvidia-smi utilization >= --gpu-percent).
 Timestamps of the latest interaction (the clock starts from the newest):
   - real interaction recorded by the Jupyter extension (jupyter_extensions.py) in --activity-file;
@@ -31,6 +32,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -46,6 +48,7 @@ import requests
 logger = logging.getLogger("jupyter_on_demand.idle")
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+JUPYTER_SERVER = re.compile(r"jupyter[- _](lab|server|notebook)\b|jupyterlab\b")
 WARN_SECONDS = 300.0
 
 
@@ -352,7 +355,9 @@ class Checker:
         except (requests.RequestException, ValueError) as error:
             seen.notes.append(f"Jupyter unreachable ({type(error).__name__})")
         for pid, percent in sorted(usage.items()):
-            if percent >= self.o.cpu_percent:
+            # Not the Jupyter server itself: its CPU follows the open tabs' polling. Its kernels
+            # and terminals are processes of their own and do count.
+            if percent >= self.o.cpu_percent and not JUPYTER_SERVER.search(self.procs[pid].cmdline):
                 seen.active.append(
                     f"process {self.procs[pid].cmdline[:60]} (pid {pid}) at {percent:.0f}% CPU"
                 )
