@@ -243,13 +243,6 @@ class Repo:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             side = f"autosave/{socket.gethostname()}-{stamp}"
         self.git("push", "-q", "--force", self.remote, f"HEAD:refs/heads/{side}", timeout=120)
-        logger.error(
-            "AUTOSAVE CONFLICT: %s on GitHub changed the same lines as work here. Nothing is lost: "
-            "this machine's work is on branch %s; merge it into %s on GitHub or a laptop.",
-            branch,
-            side,
-            branch,
-        )
         head = self.git("rev-parse", "--short", "HEAD").strip()
         self.write_status(
             last_push=head,
@@ -257,6 +250,13 @@ class Repo:
             pushed_to=side,
             side_branch=side,
             last_error=f"conflict with {branch}",
+        )
+        logger.error(
+            "AUTOSAVE CONFLICT: %s on GitHub changed the same lines as work here. Nothing is lost: "
+            "this machine's work is on branch %s; merge it into %s on GitHub or a laptop.",
+            branch,
+            side,
+            branch,
         )
         return side
 

@@ -125,7 +125,8 @@ def test_a_conflicting_remote_change_goes_to_a_side_branch_and_nothing_is_lost(
     assert "AUTOSAVE CONFLICT" in wait_for(
         lambda: "AUTOSAVE CONFLICT" in jupyter.logs() and jupyter.logs(), timeout=10
     )
-    assert git_autosave.Repo(repo).read_status()["side_branch"] == side
+    status = wait_for(lambda: git_autosave.Repo(repo).read_status().get("side_branch"), timeout=10)
+    assert status == side
 
 
 def test_a_120_mb_file_is_skipped_and_logged_while_the_others_are_pushed(
