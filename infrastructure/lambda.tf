@@ -31,13 +31,16 @@ resource "aws_lambda_function" "start_link" {
 
   environment {
     # The contract with lambda_src/handler.py Config.from_env. No secret here: only the name of the
-    # SSM parameter holding the password.
+    # SSM parameter holding the password. INSTANCE_TYPE: ec2.tf ignores later changes of the
+    # instance's type (a fallback may have set it), so the Lambda switches a stopped instance back
+    # to it before each start.
     variables = {
       INSTANCE_ID             = aws_instance.jupyter.id
       TEAM_PASS_PARAMETER     = aws_ssm_parameter.team_pass.name
       JUPYTER_PORT            = tostring(var.jupyter_port)
       JUPYTER_SCHEME          = local.jupyter_scheme
       IDLE_MINUTES            = tostring(var.idle_minutes)
+      INSTANCE_TYPE           = var.instance_type
       FALLBACK_INSTANCE_TYPES = join(",", var.fallback_instance_types)
     }
   }

@@ -183,6 +183,17 @@ variable "name_prefix" {
   }
 }
 
+variable "refused_password_alarm_threshold" {
+  type        = number
+  default     = 20
+  description = "Wrong passwords on the start link within 5 minutes that set off the password-guessing CloudWatch alarm."
+
+  validation {
+    condition     = var.refused_password_alarm_threshold >= 1 && floor(var.refused_password_alarm_threshold) == var.refused_password_alarm_threshold
+    error_message = "refused_password_alarm_threshold must be a whole number of wrong passwords, 1 or more, such as 20."
+  }
+}
+
 variable "region" {
   type        = string
   description = "AWS region to deploy into, such as \"us-east-1\"."

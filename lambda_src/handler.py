@@ -7,9 +7,13 @@ Runs in AWS Lambda behind an API Gateway REST API (proxy integration, payload v1
 
 Only the standard library and boto3 (shipped in the Lambda Python runtime) are imported, so
 Terraform zips this folder as it is. Configuration is read from the environment in `Config`:
-INSTANCE_ID, TEAM_PASS_PARAMETER, JUPYTER_PORT, JUPYTER_SCHEME, IDLE_MINUTES,
+INSTANCE_ID, TEAM_PASS_PARAMETER, JUPYTER_PORT, JUPYTER_SCHEME, IDLE_MINUTES, INSTANCE_TYPE,
 FALLBACK_INSTANCE_TYPES (set by infrastructure/lambda.tf) and JUPYTER_HOST (only the local demo
 sets it: a host to report instead of the instance's public DNS name).
+
+The team password is cached per container for at most PASSWORD_MAX_AGE_SECONDS, so a rotation in
+SSM reaches every warm container within 5 minutes; a wrong password re-reads it sooner (at most
+once per PASSWORD_RECHECK_SECONDS), so whoever types the new password is let in at once.
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ import html
 import json
 import logging
 import os
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
@@ -69,6 +77,20 @@ AWS_ERROR_MESSAGE = (
 MISCONFIGURED_MESSAGE = "The start link is misconfigured. Ask the admin to run terraform apply."
 MISSING_PASS_MESSAGE = "Add ?pass=<team password> to the link."  # noqa: S105 (a message, not a secret)
 WRONG_PASS_MESSAGE = "Wrong password."  # noqa: S105 (a message, not a secret)
+NOT_UTF8_MESSAGE = (
+    "The link's query string is not valid UTF-8 text. Copy the start link again, exactly as sent."
+)
+
+# One WARNING line per refused password, never the password itself. The CloudWatch metric filter
+# of infrastructure/monitoring.tf counts lines holding this exact phrase; keep both in step
+# (tests/infrastructure/test_monitoring.py runs the handler and checks the filter against its log).
+REFUSED_PASSWORD_LOG = "refused a wrong password"  # noqa: S105 (a log phrase, not a secret)
+
+# A rotated password reaches a warm container within this many seconds (the issue promises 5 min).
+PASSWORD_MAX_AGE_SECONDS = 300
+# A wrong password re-reads SSM when the cached one is at least this old, and a flood of wrong
+# passwords causes at most one SSM read per this many seconds and container.
+PASSWORD_RECHECK_SECONDS = 30
 
 MAX_PARAMETER_LENGTH = 1024
 ROUTES = ("/start", "/status")
@@ -82,6 +104,9 @@ class Config:
     jupyter_port: int = 8443
     jupyter_scheme: str = "https"
     idle_minutes: str = "40"
+    # var.instance_type: what every start tries first, even after a session on a fallback type.
+    # Empty (the local demo and the benchmarks): the instance's current type.
+    instance_type: str = ""
     fallback_instance_types: tuple[str, ...] = ()
     jupyter_host: str = ""
 
@@ -102,6 +127,7 @@ class Config:
             jupyter_port=port,
             jupyter_scheme=env.get("JUPYTER_SCHEME", "https"),
             idle_minutes=env.get("IDLE_MINUTES", "40"),
+            instance_type=env.get("INSTANCE_TYPE", "").strip(),
             fallback_instance_types=tuple(t.strip() for t in fallbacks.split(",") if t.strip()),
             jupyter_host=env.get("JUPYTER_HOST", ""),
         )
@@ -144,11 +170,66 @@ def client(service: str):
     return boto3.client(service)
 
 
-@functools.cache
-def team_password(parameter_name: str) -> str:
-    """The team password from SSM, read once per Lambda container."""
-    response = client("ssm").get_parameter(Name=parameter_name, WithDecryption=True)
-    return response["Parameter"]["Value"]
+@dataclass(frozen=True)
+class CachedPassword:
+    value: bytes
+    read_at: float  # when SSM last answered with it
+    checked_at: float  # when SSM was last asked (answered or not)
+
+
+class PasswordCache:
+    """The team password from SSM, per parameter name, re-read when stale or possibly rotated.
+
+    - Older than `max_age`: read again before any comparison, so the old password stops working
+      within `max_age` of a rotation. If that read fails, the request fails (503): a stale
+      password is never trusted.
+    - A wrong password while the cached one is at least `recheck` old (since SSM was last asked):
+      read once more and compare again, so the new password works at once after a rotation. A
+      flood of wrong passwords therefore costs at most one SSM read per `recheck` seconds.
+    Nothing here counts failures or locks anyone out. `clock` is monotonic seconds (intervals
+    only, never a time of day); tests replace it.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        max_age: float = PASSWORD_MAX_AGE_SECONDS,
+        recheck: float = PASSWORD_RECHECK_SECONDS,
+    ) -> None:
+        self.clock = clock
+        self.max_age = max_age
+        self.recheck = recheck
+        self._cached: dict[str, CachedPassword] = {}
+
+    def clear(self) -> None:
+        self._cached.clear()
+
+    def matches(self, parameter_name: str, given: bytes) -> bool:
+        """Constant-time comparison of `given` with the team password (UTF-8 bytes)."""
+        now = self.clock()
+        cached = self._cached.get(parameter_name)
+        if cached is None or now - cached.read_at >= self.max_age:
+            cached = self._read(parameter_name, now)
+        if hmac.compare_digest(given, cached.value):
+            return True
+        if now - cached.checked_at < self.recheck:
+            return False
+        logger.info(
+            "wrong password while the cached one is %.0f s old: re-reading it in case it was rotated",
+            now - cached.read_at,
+        )
+        self._cached[parameter_name] = CachedPassword(cached.value, cached.read_at, now)
+        cached = self._read(parameter_name, now)
+        return hmac.compare_digest(given, cached.value)
+
+    def _read(self, parameter_name: str, now: float) -> CachedPassword:
+        response = client("ssm").get_parameter(Name=parameter_name, WithDecryption=True)
+        cached = CachedPassword(response["Parameter"]["Value"].encode(), now, now)
+        self._cached[parameter_name] = cached
+        return cached
+
+
+PASSWORDS = PasswordCache()
 
 
 # --- Request parsing ---------------------------------------------------------------------------
@@ -181,10 +262,30 @@ def route_of(event: dict[str, Any]) -> str:
     return path
 
 
+def is_text(value: str) -> bool:
+    """False for what no UTF-8 query string decodes to: lone surrogates (which a UTF-8 encode, and
+    so the Lambda runtime's log and response writers, refuse) and U+FFFD, which a decoder leaves in
+    place of bytes that are not UTF-8."""
+    return "\ufffd" not in value and not any("\ud800" <= char <= "\udfff" for char in value)
+
+
+def check_query_text(multi: Any, single: Any) -> None:
+    """Every parameter name and value, repeated values included, must be text."""
+    for params in (multi, single):
+        if not isinstance(params, dict):
+            continue
+        for name, values in params.items():
+            for item in [name, *(values if isinstance(values, list) else [values])]:
+                if isinstance(item, str) and not is_text(item):
+                    raise BadRequest(400, NOT_UTF8_MESSAGE)
+
+
 def query_parameters(event: dict[str, Any]) -> dict[str, str]:
     """Single-valued parameters; API Gateway keeps the last value of a repeated parameter."""
     params: dict[str, Any] = {}
     multi = event.get("multiValueQueryStringParameters")
+    single = event.get("queryStringParameters")
+    check_query_text(multi, single)
     if isinstance(multi, dict):
         for name, values in multi.items():
             if isinstance(values, list) and values:
@@ -193,7 +294,6 @@ def query_parameters(event: dict[str, Any]) -> dict[str, str]:
                 params[name] = values
     elif multi is not None:
         raise BadRequest(400, "Malformed query string.")
-    single = event.get("queryStringParameters")
     if isinstance(single, dict):
         params.update(single)
     elif single is not None:
@@ -209,12 +309,29 @@ def query_parameters(event: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in params.items() if k in ("pass", "view")}
 
 
-def check_password(given: str | None, config: Config) -> None:
+def has_undecoded_bytes(value: str) -> bool:
+    """True when the value still holds percent-escapes that are not UTF-8 (`%ff%fe`), as a decoder
+    that leaves undecodable escapes in place would deliver them."""
+    if "%" not in value:
+        return False
+    try:
+        unquote_to_bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def check_password(given: str | None, config: Config, route: str, client_ip: str) -> None:
+    """Pass, or raise BadRequest: 401 without a password, 403 for a wrong one (logged once)."""
     if not given:
         raise BadRequest(401, MISSING_PASS_MESSAGE)
-    expected = team_password(config.team_pass_parameter)
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise BadRequest(403, WRONG_PASS_MESSAGE)
+    if PASSWORDS.matches(config.team_pass_parameter, given.encode()):
+        return
+    # Checked only now, so a real password that happens to contain "%ff" still works.
+    if has_undecoded_bytes(given):
+        raise BadRequest(400, NOT_UTF8_MESSAGE)
+    logger.warning("%s on %s from %s", REFUSED_PASSWORD_LOG, route, client_ip)
+    raise BadRequest(403, WRONG_PASS_MESSAGE)
 
 
 # --- The decisions -----------------------------------------------------------------------------
@@ -275,23 +392,54 @@ def status_reply(instance: dict[str, Any] | None, config: Config) -> Reply | Non
     return Reply(500, GONE_MESSAGE.format(detail=state), state)
 
 
+def set_instance_type(instance_type: str, config: Config) -> None:
+    client("ec2").modify_instance_attribute(
+        InstanceId=config.instance_id, InstanceType={"Value": instance_type}
+    )
+
+
+def return_to_configured_type(current_type: str, config: Config) -> str:
+    """The type the instance has after this: the configured one, unless switching back failed.
+
+    A fallback type lasts one session: the start after it tries the configured type again. If the
+    switch is refused (an IAM policy without ModifyInstanceAttribute, say), the instance still
+    starts, as it is, and the log says why.
+    """
+    configured = config.instance_type
+    if not configured or current_type == configured:
+        return current_type
+    try:
+        set_instance_type(configured, config)
+    except ClientError:
+        logger.exception(
+            "could not switch back from %s to the configured type %s; starting as %s",
+            current_type,
+            configured,
+            current_type,
+        )
+        return current_type
+    logger.info("switched back from %s to the configured type %s", current_type, configured)
+    return configured
+
+
 def start(instance: dict[str, Any], config: Config) -> Reply:
-    """Start a stopped instance, switching to a fallback type when AWS has no capacity."""
-    current_type = instance.get("InstanceType", "")
-    candidates = [current_type] + [t for t in config.fallback_instance_types if t != current_type]
+    """Start a stopped instance on its configured type, or on a fallback type for lack of capacity."""
+    current_type = return_to_configured_type(instance.get("InstanceType", ""), config)
+    configured = config.instance_type or current_type
+    candidates = list(dict.fromkeys([current_type, configured, *config.fallback_instance_types]))
+    no_capacity: list[str] = []
     for index, instance_type in enumerate(candidates):
         if index > 0:
             logger.warning(
                 "no capacity for %s; switching to %s", candidates[index - 1], instance_type
             )
-            client("ec2").modify_instance_attribute(
-                InstanceId=config.instance_id, InstanceType={"Value": instance_type}
-            )
+            set_instance_type(instance_type, config)
         try:
             client("ec2").start_instances(InstanceIds=[config.instance_id])
         except ClientError as error:
             code = error.response["Error"]["Code"]
             if code == "InsufficientInstanceCapacity":
+                no_capacity.append(instance_type)
                 continue
             if code == "IncorrectInstanceState":
                 logger.info("instance changed state while starting: %s", code)
@@ -299,10 +447,13 @@ def start(instance: dict[str, Any], config: Config) -> Reply:
             raise
         logger.info("started instance %s as %s", config.instance_id, instance_type)
         message = STARTING_MESSAGE
-        if index > 0:
+        if no_capacity:
             message += (
-                f" AWS had no {current_type} capacity, so it runs as {instance_type} this time."
+                f" AWS had no {' or '.join(no_capacity)} capacity,"
+                f" so it runs as {instance_type} this time."
             )
+        elif instance_type != configured:
+            message += f" It runs as {instance_type} this time."
         return Reply(200, message, "pending", ready=False)
     logger.warning("no capacity for any of %s", ", ".join(candidates))
     return Reply(503, NO_CAPACITY_MESSAGE.format(instance_type=" or ".join(candidates)), "stopped")
@@ -363,11 +514,28 @@ def respond(reply: Reply, view: str) -> dict[str, Any]:
     return {"statusCode": reply.status, "headers": headers, "body": body}
 
 
+def loggable(value: Any, limit: int) -> str:
+    """A value from the request, safe to log: ASCII with escapes, so no lone surrogate (which the
+    runtime's UTF-8 log writer would raise on) and no line break (which could forge a log line)."""
+    return str(value)[:limit].encode("unicode_escape").decode("ascii")
+
+
 def describe_event(event: Any) -> str:
     """Method and path for the log; never the query string, which holds the password."""
     if not isinstance(event, dict):
         return "malformed event"
-    return f"{str(event.get('httpMethod'))[:10]} {str(event.get('path'))[:100]}"
+    return f"{loggable(event.get('httpMethod'), 10)} {loggable(event.get('path'), 100)}"
+
+
+IP_ADDRESS = re.compile(r"[0-9A-Fa-f.:]{2,45}")
+
+
+def client_ip(event: dict[str, Any]) -> str:
+    """The caller's address as API Gateway saw it, for the refusal log line; "unknown" otherwise."""
+    context = event.get("requestContext")
+    identity = context.get("identity") if isinstance(context, dict) else None
+    address = identity.get("sourceIp") if isinstance(identity, dict) else None
+    return address if isinstance(address, str) and IP_ADDRESS.fullmatch(address) else "unknown"
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
@@ -375,7 +543,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     try:
         route, password, view = parse_request(event)
         config = Config.from_env()
-        check_password(password, config)
+        check_password(password, config, route, client_ip(event))
         reply = handle(route, config)
     except BadRequest as error:
         reply = Reply(error.status, error.message)

@@ -89,3 +89,9 @@ def test_the_instance_reads_only_its_secrets_and_code_and_tags_only_the_ready_ta
 
 def test_the_ready_tag_is_the_one_the_lambda_reads() -> None:
     assert unwrap(locals_()["ready_tag"]) == handler.READY_TAG
+
+
+def test_the_lambda_gets_the_configured_instance_type_to_return_to_after_a_fallback() -> None:
+    assert lambda_environment()["INSTANCE_TYPE"] == "${var.instance_type}"
+    instance = next(b for t, n, b in blocks("resource") if (t, n) == ("aws_instance", "jupyter"))
+    assert unwrap(instance["instance_type"]) == "${var.instance_type}"

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +16,7 @@ import handler
 TEAM_PASS = "correct horse battery"
 PARAMETER = "/jupyter-on-demand/team-pass"
 MOTO_AMI = "ami-03cf127a"  # one of the AMIs moto ships
+CONFIGURED_TYPE = "g4dn.4xlarge"  # var.instance_type, which reaches the Lambda as INSTANCE_TYPE
 
 
 @dataclass
@@ -55,21 +58,84 @@ def event(route: str = "/start", params: dict[str, Any] | None = None, **overrid
     return base
 
 
+def marshal_like_the_runtime(response: Any) -> bytes:
+    """What the Lambda Python runtime does with the handler's return value (awslambdaric
+    lambda_runtime_marshaller + post_invocation_result): JSON-encode it, then UTF-8-encode it. The
+    python3.12 runtime encodes with ensure_ascii=False, the strictest variant, used here: a string
+    with a lone surrogate fails there, the invocation errors, and API Gateway answers 502."""
+    return json.dumps(response, ensure_ascii=False).encode("utf-8")
+
+
 def call(evt: Any) -> tuple[int, dict | str]:
     response = handler.lambda_handler(evt, None)
+    marshal_like_the_runtime(response)
     body = response["body"]
     if response["headers"]["Content-Type"] == "application/json":
         body = json.loads(body)
     return response["statusCode"], body
 
 
+class LambdaRuntimeLog(logging.Handler):
+    """The Lambda Python runtime's log handler (awslambdaric bootstrap.py LambdaLoggerHandler and
+    FramedTelemetryLogSink): each record formatted with the runtime's format, then encoded to UTF-8
+    with no error handling, so a line that can't be encoded raises out of the logging call, out of
+    the handler, and API Gateway answers 502. `lines` are exactly what CloudWatch receives."""
+
+    FORMAT = "[%(levelname)s]\t%(asctime)s.%(msecs)dZ\t%(aws_request_id)s\t%(message)s\n"
+    REQUEST_ID = "8f5c1a2e-0d3b-4c7a-9e61-2b4f7d9c0a11"
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        formatter = logging.Formatter(self.FORMAT, "%Y-%m-%dT%H:%M:%S")
+        formatter.converter = time.gmtime
+        self.setFormatter(formatter)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.aws_request_id = self.REQUEST_ID
+        line = self.format(record)
+        line.encode("utf8")
+        self.lines.append(line)
+
+
+@pytest.fixture(autouse=True)
+def runtime_log() -> Iterator[LambdaRuntimeLog]:
+    """Every handler test logs through the runtime's strict handler, as in AWS."""
+    sink = LambdaRuntimeLog()
+    root = logging.getLogger()
+    root.addHandler(sink)
+    yield sink
+    root.removeHandler(sink)
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture(autouse=True)
 def fresh_caches() -> Iterator[None]:
     handler.client.cache_clear()
-    handler.team_password.cache_clear()
+    handler.PASSWORDS.clear()
     yield
     handler.client.cache_clear()
-    handler.team_password.cache_clear()
+    handler.PASSWORDS.clear()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The password cache's clock, moved by the test instead of waiting minutes."""
+    fake = FakeClock()
+    monkeypatch.setattr(handler.PASSWORDS, "clock", fake)
+    return fake
 
 
 @pytest.fixture
@@ -81,7 +147,7 @@ def aws() -> Iterator[None]:
 def create_stack(fallbacks: str = "") -> Stack:
     ec2 = boto3.client("ec2")
     instance_id = ec2.run_instances(
-        ImageId=MOTO_AMI, InstanceType="g4dn.4xlarge", MinCount=1, MaxCount=1
+        ImageId=MOTO_AMI, InstanceType=CONFIGURED_TYPE, MinCount=1, MaxCount=1
     )["Instances"][0]["InstanceId"]
     ec2.stop_instances(InstanceIds=[instance_id])
     boto3.client("ssm").put_parameter(Name=PARAMETER, Value=TEAM_PASS, Type="SecureString")
@@ -96,5 +162,6 @@ def stack(aws: None, monkeypatch: pytest.MonkeyPatch) -> Stack:
     monkeypatch.setenv("JUPYTER_PORT", "8443")
     monkeypatch.setenv("JUPYTER_SCHEME", "https")
     monkeypatch.setenv("IDLE_MINUTES", "40")
+    monkeypatch.setenv("INSTANCE_TYPE", CONFIGURED_TYPE)
     monkeypatch.delenv("FALLBACK_INSTANCE_TYPES", raising=False)
     return created

@@ -13,7 +13,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
 import handler
-from tests.lambda_src.conftest import PARAMETER, TEAM_PASS, Stack, call, event
+from tests.lambda_src.conftest import CONFIGURED_TYPE, PARAMETER, TEAM_PASS, Stack, call, event
 
 STARTING = "Jupyter Lab will start in 1-3 min. Wait and reload this request to get the access URL."
 
@@ -216,6 +216,55 @@ def test_insufficient_capacity_for_every_type_answers_503(
     assert stack.state() == "stopped"
 
 
+def start_a_fallback_session_then_stop(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """First start: no capacity for the configured type (injected), so it runs as g5; then it stops."""
+    monkeypatch.setenv("FALLBACK_INSTANCE_TYPES", "g5.4xlarge")
+    with patch_start_instances({CONFIGURED_TYPE: "InsufficientInstanceCapacity"}):
+        status, body = call(start_event())
+    assert (status, stack.instance_type(), stack.state()) == (200, "g5.4xlarge", "running")
+    assert "runs as g5.4xlarge this time" in body["message"]
+    stack.ec2.stop_instances(InstanceIds=[stack.instance_id])
+
+
+def test_the_next_start_after_a_fallback_session_runs_the_configured_type_again(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start_a_fallback_session_then_stop(stack, monkeypatch)
+    status, body = call(start_event())
+    assert (status, body["message"]) == (200, STARTING)
+    assert stack.instance_type() == CONFIGURED_TYPE
+    assert stack.state() == "running"
+
+
+def test_the_next_start_falls_back_again_while_the_configured_type_has_no_capacity(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start_a_fallback_session_then_stop(stack, monkeypatch)
+    with patch_start_instances({CONFIGURED_TYPE: "InsufficientInstanceCapacity"}) as start:
+        status, body = call(start_event())
+    assert status == 200
+    assert f"AWS had no {CONFIGURED_TYPE} capacity, so it runs as g5.4xlarge" in body["message"]
+    assert (stack.instance_type(), stack.state()) == ("g5.4xlarge", "running")
+    assert start.call_count == 2  # the configured type was tried first
+
+
+def test_when_switching_back_is_refused_it_still_starts_as_the_fallback_type(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """moto does not enforce IAM here: UnauthorizedOperation on ModifyInstanceAttribute is injected."""
+    start_a_fallback_session_then_stop(stack, monkeypatch)
+    ec2 = handler.client("ec2")
+    refused = client_error("UnauthorizedOperation", "ModifyInstanceAttribute")
+    with mock.patch.object(ec2, "modify_instance_attribute", side_effect=refused):
+        status, body = call(start_event())
+    assert (status, body["state"]) == (200, "pending")
+    assert (stack.instance_type(), stack.state()) == ("g5.4xlarge", "running")
+    assert any(
+        "could not switch back" in r.getMessage() and r.levelno == logging.ERROR
+        for r in caplog.records
+    )
+
+
 def test_incorrect_instance_state_while_starting_asks_to_reload(stack: Stack) -> None:
     with patch_start_instances({"g4dn.4xlarge": "IncorrectInstanceState"}):
         status, body = call(start_event())
@@ -255,14 +304,6 @@ def test_missing_configuration_answers_500_for_the_admin(
     status, body = call(start_event())
     assert status == 500
     assert "terraform apply" in body["message"]
-
-
-def test_password_is_read_from_ssm_once_per_container(stack: Stack) -> None:
-    ssm = handler.client("ssm")
-    with mock.patch.object(ssm, "get_parameter", wraps=ssm.get_parameter) as get_parameter:
-        for _ in range(3):
-            call(event("/status", {"pass": TEAM_PASS}))
-    assert get_parameter.call_count == 1
 
 
 def test_page_view_returns_html_with_the_message(stack: Stack) -> None:
