@@ -8,19 +8,33 @@ Inside Jupyter (wired by jupyter_server_config.py):
     GitHub is down or the token is wrong.
 
 From the shell (the idle checker and the shutdown unit):
-    python3 git_autosave.py flush --repo DIR [--timeout S]   commit and push now; exit 0 only
-                                                             when the remote has everything
+    python3 git_autosave.py flush --repo DIR [--timeout S]   commit and push now
     python3 git_autosave.py status --repo DIR                the last push, the last error
 
-Never losing data:
+    flush exits 0  only when the remote's home branch has HEAD and nothing is left out;
+                1  when it could not push within the timeout (the work stays committed here);
+                2  on a usage error (argparse);
+                3  when it pushed what it could but the home branch on the remote does NOT have
+                   everything: the work is only on the side branch (a half-done git operation,
+                   another branch checked out, a conflict), files are over the size limit or in
+                   a repository nested in the work folder, or changes are left uncommitted.
+                   One log line names what is missing.
+
+Never losing data, never moving anything under a person (autosave_git.py does the git side):
     - commits are local first; a failed push is retried, never fatal;
-    - a remote that moved ahead is rebased onto; when the rebase conflicts, it is aborted and
-      the local work is pushed to a side branch `autosave/<host>-<UTC time>` (logged loudly)
-      until someone merges it; the working files are never rewritten;
+    - while a rebase, merge, cherry-pick, revert, bisect or `git am` is half-done, HEAD is
+      detached, another branch is checked out, `.git/index.lock` is there or conflicts are
+      unresolved, autosave leaves HEAD, the branches, the index and the files alone and saves a
+      snapshot of the work folder on the side branch `autosave/<host>` (status `waiting`);
+    - a remote that moved ahead is merged (never rebased) the way git fast-forwards a checkout:
+      only files nobody changed here are updated; when that can't be done cleanly, the work is
+      pushed to `autosave/<host>` and the log says AUTOSAVE CONFLICT and what to do;
     - files over the size limit (JUPYTER_AUTOSAVE_MAX_MB, 50 MB: GitHub rejects files over
-      100 MB) are left out and logged with their name and the limit;
+      100 MB) and git repositories inside the work folder are left out and named in the log and
+      in the status (`skipped`, `not_backed_up`);
     - `.ipynb_checkpoints/`, virtualenvs and `.env` are excluded through `.git/info/exclude`, so
       the team's own `.gitignore` is never touched.
+The home branch is JUPYTER_AUTOSAVE_BRANCH, else the remote's default branch, else main.
 Every git call of every process holds one lock file (`.git/jod-autosave.lock`), so concurrent
 saves, the thread and `flush` never collide on `.git/index.lock`.
 Credentials come from git's credential helper (set up by boot.py); the remote URL has no token,
@@ -30,263 +44,33 @@ and anything that looks like one is redacted from logs and the status file.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
-import re
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autosave_git import (  # noqa: F401  (re-exported: boot.py and the tests use them from here)
+    DEFAULT_EXCLUDES,
+    DEFAULT_GITIGNORE,
+    GitError,
+    Outcome,
+    Repo,
+    host_name,
+    redact,
+)
+
 logger = logging.getLogger("jupyter_on_demand.autosave")
 
-DEFAULT_EXCLUDES = (
-    ".ipynb_checkpoints/",
-    "__pycache__/",
-    ".venv/",
-    "venv/",
-    ".virtualenv/",
-    "env/",
-    ".env",
-    ".env.*",
-    ".Trash-*/",
-)
-DEFAULT_GITIGNORE = (
-    "\n".join(["# Added by jupyter-on-demand; edit freely.", *DEFAULT_EXCLUDES]) + "\n"
-)
-LOCK_FILE = "jod-autosave.lock"
-STATUS_FILE = "autosave-status.json"
-CREDENTIALS_IN_URL = re.compile(r"(://)[^/@\s:]+:[^/@\s]+@")
-REJECTED = re.compile(r"\[rejected\]|non-fast-forward|fetch first")
-GIT_ENV = {
-    "GIT_TERMINAL_PROMPT": "0",
-    "GCM_INTERACTIVE": "never",
-    "GIT_ASKPASS": "/bin/false",
-    "LC_ALL": "C",
-}
-
-
-def redact(text: str) -> str:
-    return CREDENTIALS_IN_URL.sub(r"\1***@", text)
-
-
-def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-class GitError(Exception):
-    pass
-
-
-class Repo:
-    """The git operations of autosave on one working tree; every batch holds the lock file."""
-
-    def __init__(self, path: Path, max_bytes: int | None = None, remote: str = "origin") -> None:
-        self.path = Path(path)
-        self.remote = remote
-        self.max_bytes = max_bytes if max_bytes is not None else max_file_bytes()
-        self.git_dir = Path(self.git("rev-parse", "--absolute-git-dir").strip())
-
-    # --- plumbing --------------------------------------------------------------------------------
-
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["git", *args],
-            cwd=self.path,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **GIT_ENV},
-            check=False,
-        )
-
-    def git(self, *args: str, check: bool = True, timeout: float = 120) -> str:
-        result = self.run(*args, timeout=timeout)
-        if check and result.returncode != 0:
-            raise GitError(redact(f"git {args[0]}: {(result.stderr or result.stdout).strip()}"))
-        return result.stdout
-
-    @contextmanager
-    def locked(self, timeout: float = 600) -> Iterator[None]:
-        deadline = time.monotonic() + timeout
-        with open(self.git_dir / LOCK_FILE, "w") as handle:
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("another autosave holds the lock") from None
-                    time.sleep(0.05)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def branch(self) -> str:
-        name = self.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False).strip()
-        return name or "main"
-
-    def ensure_excludes(self) -> None:
-        exclude = self.git_dir / "info" / "exclude"
-        exclude.parent.mkdir(parents=True, exist_ok=True)
-        current = exclude.read_text() if exclude.exists() else ""
-        missing = [line for line in DEFAULT_EXCLUDES if line not in current.splitlines()]
-        if missing:
-            with exclude.open("a") as handle:
-                handle.write("\n# jupyter-on-demand autosave\n" + "\n".join(missing) + "\n")
-
-    # --- status ----------------------------------------------------------------------------------
-
-    def read_status(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.git_dir / STATUS_FILE).read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def write_status(self, **changes: Any) -> None:
-        status = {**self.read_status(), **changes, "updated_at": utcnow()}
-        target = self.git_dir / STATUS_FILE
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps(status, indent=2) + "\n")
-        os.replace(tmp, target)
-
-    # --- commit ----------------------------------------------------------------------------------
-
-    def oversized(self) -> list[str]:
-        """Changed or new files over the size limit, relative to the repo."""
-        listed = self.git("ls-files", "-z", "--others", "--modified", "--exclude-standard")
-        big = []
-        for name in filter(None, listed.split("\0")):
-            try:
-                if (self.path / name).stat().st_size > self.max_bytes:
-                    big.append(name)
-            except OSError:
-                continue  # deleted since: `git add -A` records the deletion
-        return sorted(set(big))
-
-    def commit_all(self, saved: list[str] | None = None) -> bool:
-        """Stage everything but oversized files and commit. True when a commit was made."""
-        self.ensure_excludes()
-        skipped = self.oversized()
-        for name in skipped:
-            logger.warning(
-                "autosave skipped %s: larger than the %d MB limit (GitHub rejects files over 100 MB)",
-                name,
-                self.max_bytes // 2**20,
-            )
-        # Excluded from staging: a tracked file that grew over the limit keeps its last version.
-        excludes = [f":(exclude,literal){name}" for name in skipped]
-        self.git("add", "-A", "--", ".", *excludes)
-        changed = self.git("diff", "--cached", "--name-status", "-z").split("\0")
-        if not any(changed):
-            if skipped:
-                self.write_status(skipped=skipped)
-            return False
-        files = [p for p in changed[1::2] if p]
-        self.git("commit", "-q", "--no-verify", "-m", commit_message(files, saved or []))
-        head = self.git("rev-parse", "--short", "HEAD").strip()
-        logger.info("autosave committed %s: %s", head, ", ".join(files[:10]))
-        self.write_status(last_commit=head, last_commit_at=utcnow(), skipped=skipped)
-        return True
-
-    # --- push ------------------------------------------------------------------------------------
-
-    def remote_head(self, branch: str) -> str | None:
-        out = self.git("ls-remote", self.remote, f"refs/heads/{branch}", timeout=60).split()
-        return out[0] if out else None
-
-    def push(self) -> str:
-        """Push HEAD; rebase when the remote moved; side branch when that conflicts.
-
-        Returns the remote branch that now holds HEAD. Raises GitError when the remote can't be
-        reached or refuses (network, 5xx, bad token); nothing local is lost then.
-        """
-        branch = self.branch()
-        target = f"HEAD:refs/heads/{branch}"
-        result = self.run("push", "-q", self.remote, target)
-        if result.returncode == 0:
-            return self._pushed_to(branch)
-        if not REJECTED.search(result.stderr):
-            raise GitError(redact(f"git push: {result.stderr.strip()}"))
-        self.git("fetch", "-q", self.remote, branch)
-        upstream = f"{self.remote}/{branch}"
-        if self.run("rebase", "-q", upstream).returncode != 0:
-            self.git("rebase", "--abort", check=False)
-            return self._push_side_branch(branch)
-        self.git("push", "-q", self.remote, target)
-        logger.info("autosave rebased onto %s and pushed", upstream)
-        return self._pushed_to(branch)
-
-    def _pushed_to(self, branch: str) -> str:
-        head = self.git("rev-parse", "--short", "HEAD").strip()
-        self.write_status(
-            last_push=head,
-            last_push_at=utcnow(),
-            pushed_to=branch,
-            last_error=None,
-            side_branch=None,
-        )
-        return branch
-
-    def _push_side_branch(self, branch: str) -> str:
-        side = self.read_status().get("side_branch")
-        if not side:
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            side = f"autosave/{socket.gethostname()}-{stamp}"
-        self.git("push", "-q", "--force", self.remote, f"HEAD:refs/heads/{side}", timeout=120)
-        head = self.git("rev-parse", "--short", "HEAD").strip()
-        self.write_status(
-            last_push=head,
-            last_push_at=utcnow(),
-            pushed_to=side,
-            side_branch=side,
-            last_error=f"conflict with {branch}",
-        )
-        logger.error(
-            "AUTOSAVE CONFLICT: %s on GitHub changed the same lines as work here. Nothing is lost: "
-            "this machine's work is on branch %s; merge it into %s on GitHub or a laptop.",
-            branch,
-            side,
-            branch,
-        )
-        return side
-
-    def record_error(self, error: Exception) -> None:
-        message = redact(str(error))
-        logger.warning("autosave failed, will retry: %s", message)
-        self.write_status(last_error=message, last_error_at=utcnow())
-
-    def sync(self, saved: list[str] | None = None) -> str:
-        """Commit everything and push, under the lock. Returns the remote branch holding HEAD."""
-        with self.locked():
-            try:
-                self.commit_all(saved)
-                return self.push()
-            except (GitError, subprocess.TimeoutExpired) as error:
-                self.record_error(error)
-                raise
-
-
-def commit_message(files: list[str], saved: list[str]) -> str:
-    shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-    body = "\n".join(f"- {name}" for name in files[:100])
-    source = "saved in Jupyter Lab" if saved else "changed on the instance"
-    return (
-        f"Autosave: {shown}\n\n{len(files)} file(s) {source} on {socket.gethostname()}:\n{body}\n"
-    )
-
-
-def max_file_bytes() -> int:
-    return int(float(os.environ.get("JUPYTER_AUTOSAVE_MAX_MB", "50")) * 2**20)
+RECHECK_WAITING = 60.0  # seconds between snapshots while the repository is in a blocked state
+EXIT_PUSHED = 0
+EXIT_NOT_PUSHED = 1
+EXIT_INCOMPLETE = 3
 
 
 # --- The worker inside Jupyter ------------------------------------------------------------------
@@ -340,8 +124,11 @@ class Worker:
             with self._lock:
                 saved, self._changed = self._changed, []
             try:
-                self.repo.sync(saved)
-                self._retry_at, self._retry_delay = None, 0.0
+                outcome = self.repo.sync(saved)
+                self._retry_delay = 0.0
+                # While blocked, look again now and then: the person may finish in a terminal.
+                waiting = outcome.waiting is not None
+                self._retry_at = time.monotonic() + RECHECK_WAITING if waiting else None
             except (GitError, subprocess.TimeoutExpired, TimeoutError, OSError):
                 self._retry_delay = min(max(self._retry_delay * 2, 2.0), 300.0)
                 self._retry_at = time.monotonic() + self._retry_delay
@@ -384,26 +171,74 @@ def post_save_hook(
 
 
 def flush(repo_path: Path, timeout: float) -> int:
+    """Commit and push now; the exit code says whether the remote's home branch has it all."""
     deadline = time.monotonic() + timeout
     repo = Repo(repo_path)
     delay = 1.0
     while True:
+        missing = None
         try:
-            branch = repo.sync()
-            head = repo.git("rev-parse", "HEAD").strip()
-            if repo.remote_head(branch) == head:
-                logger.info("flush: the remote has everything (%s on %s)", head[:8], branch)
-                return 0
+            missing = not_on_home(repo, repo.sync())
+            if missing is not None and not missing.uncommitted:
+                return report(repo, missing)
         except (GitError, subprocess.TimeoutExpired, TimeoutError) as error:
             logger.warning("flush: %s", redact(str(error)))
         if time.monotonic() + delay > deadline:
+            if missing is not None:  # pushed, but changes keep coming in: say which
+                return report(repo, missing)
             logger.error(
-                "flush: gave up after %.0f s; the work is committed locally and pushed later",
+                "flush: gave up after %.0f s; the work is committed here and pushed later",
                 timeout,
             )
-            return 1
+            return EXIT_NOT_PUSHED
         time.sleep(delay)
         delay = min(delay * 2, 15)
+
+
+@dataclass
+class Missing:
+    """What the remote's home branch lacks after a sync."""
+
+    outcome: Outcome
+    uncommitted: list[str]
+
+    def lines(self) -> list[str]:
+        o = self.outcome
+        found = []
+        if o.pushed_to != o.home:
+            found.append(f"the work is only on branch {o.pushed_to}: {o.waiting or o.conflict}")
+        if o.skipped:
+            found.append(f"files over the size limit: {', '.join(o.skipped)}")
+        if o.nested:
+            nested = ", ".join(f"{name}/" for name in o.nested)
+            found.append(f"git repositories inside the work folder (not backed up): {nested}")
+        if self.uncommitted:
+            found.append(f"changes not committed yet: {', '.join(self.uncommitted[:20])}")
+        return found
+
+
+def not_on_home(repo: Repo, outcome: Outcome) -> Missing | None:
+    """None when the remote's home branch does not have HEAD yet (push again), else Missing."""
+    if outcome.pushed_to == outcome.home:
+        head = repo.rev(f"refs/heads/{outcome.home}")
+        remote = repo.remote_head(outcome.home)
+        if head is None or remote is None:
+            return None
+        if remote != head and not repo.is_ancestor(head, remote):
+            return None
+        return Missing(outcome, repo.uncommitted([*outcome.skipped, *outcome.nested]))
+    return Missing(outcome, [])
+
+
+def report(repo: Repo, missing: Missing) -> int:
+    target = f"{repo.remote}/{missing.outcome.home}"
+    lines = missing.lines()
+    if lines:
+        logger.error("flush: %s does NOT have everything: %s", target, "; ".join(lines))
+        return EXIT_INCOMPLETE
+    head = repo.rev(f"refs/heads/{missing.outcome.home}") or ""
+    logger.info("flush: the remote has everything (%s on %s)", head[:8], target)
+    return EXIT_PUSHED
 
 
 def main(argv: list[str] | None = None) -> int:

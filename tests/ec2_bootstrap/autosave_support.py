@@ -2,23 +2,91 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from demo.git_remote import GitRemote
 
+AUTOSAVE = Path(__file__).resolve().parents[2] / "ec2_bootstrap" / "git_autosave.py"
+# What a half-done git operation leaves in the git dir (and git's own lock on the index).
+IN_PROGRESS = (
+    "rebase-merge", "rebase-apply", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "sequencer",
+    "BISECT_LOG", "index.lock",
+)  # fmt: skip
+
 
 def git(repo: Path, *args: str, home: Path | None = None) -> str:
-    env = None
-    if home is not None:
-        import os
+    return run_git(repo, *args, home=home, check=True).stdout
 
-        env = {**os.environ, "HOME": str(home), "GIT_TERMINAL_PROMPT": "0"}
+
+def run_git(
+    repo: Path, *args: str, home: Path | None = None, check: bool = False, **env: str
+) -> subprocess.CompletedProcess:
+    """git as the person types it in a Jupyter terminal (HOME with the instance's config)."""
+    environment = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **env}
+    if home is not None:
+        environment["HOME"] = str(home)
     return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env
-    ).stdout
+        ["git", "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        env=environment,
+    )
+
+
+def run_flush(
+    repo: Path, home: Path, timeout: float, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`git_autosave.py flush` as the shutdown unit and the idle checker run it."""
+    return subprocess.run(
+        [sys.executable, str(AUTOSAVE), "flush", "--repo", str(repo), "--timeout", str(timeout)],
+        capture_output=True,
+        text=True,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin", **env},
+        timeout=180,
+        check=False,
+    )
+
+
+def disk_files(root: Path) -> dict[str, bytes]:
+    """Every file under the work folder (nested repositories' too), but .git folders."""
+    files = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if ".git" in relative.parts:
+            continue
+        if path.is_symlink():
+            files[str(relative)] = b"symlink -> " + os.readlink(path).encode()
+        elif path.is_file():
+            files[str(relative)] = path.read_bytes()
+    return files
+
+
+def git_state(repo: Path) -> dict[str, object]:
+    """What autosave must never change under the person: HEAD, the checked-out branch, every
+    branch but autosave's own, the index (its stages and its bytes) and the operation in progress."""
+    git_dir = repo / ".git"
+    index = git_dir / "index"
+    return {
+        "HEAD": run_git(repo, "rev-parse", "HEAD").stdout,
+        "checked_out": run_git(repo, "symbolic-ref", "-q", "HEAD").stdout,
+        "branches": [
+            line
+            for line in run_git(
+                repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads"
+            ).stdout.splitlines()
+            if not line.startswith("refs/heads/autosave/")
+        ],
+        "index": run_git(repo, "ls-files", "-s").stdout,
+        "index_sha256": hashlib.sha256(index.read_bytes()).hexdigest() if index.exists() else None,
+        "in_progress": [name for name in IN_PROGRESS if (git_dir / name).exists()],
+    }
 
 
 def instance_clone(
@@ -32,6 +100,7 @@ def instance_clone(
     credentials.chmod(0o600)
     (home / ".gitconfig").write_text(
         "[user]\n\tname = Jupyter autosave\n\temail = autosave@example.invalid\n"
+        "[pull]\n\trebase = true\n[rebase]\n\tautoStash = true\n"
         f'[credential]\n\thelper = "!f() {{ test \\"$1\\" = get && git credential-store --file={credentials} get; }}; f"\n'
     )
     seed = tmp_path / "seed"

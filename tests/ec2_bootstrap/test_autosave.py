@@ -6,16 +6,21 @@ import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 import git_autosave
 from demo.git_remote import GitRemote
 from demo.jupyter import running_jupyter
-from tests.ec2_bootstrap.autosave_support import git, instance_clone, laptop_push, wait_for
-
-AUTOSAVE = Path(git_autosave.__file__)
+from tests.ec2_bootstrap.autosave_support import (
+    AUTOSAVE,
+    disk_files,
+    git,
+    instance_clone,
+    laptop_push,
+    run_flush,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -99,15 +104,27 @@ def test_saves_succeed_while_the_remote_is_down_and_are_pushed_when_it_returns(
     wait_for(lambda: remote_has(remote, "offline.txt", "written offline\n"), timeout=30)
 
 
-def test_a_remote_that_moved_ahead_is_rebased_and_both_sides_are_kept(
+def test_a_remote_that_moved_ahead_is_merged_and_both_sides_are_kept(
     jupyter, remote, setup, tmp_path
 ) -> None:
-    _, home = setup
+    repo, home = setup
     laptop_push(remote, tmp_path, home, {"laptop.txt": "from the laptop\n"})
+    laptop_head = remote.head()
     assert jupyter.save("instance.txt", "from the instance\n").status_code in (200, 201)
+    before = disk_files(repo)
     wait_for(lambda: remote_has(remote, "instance.txt"), timeout=20)
     assert remote_has(remote, "laptop.txt", "from the laptop\n")
     assert "Autosave" in remote.git("log", "-1", "--format=%s", "main")
+    # A merge, not a rebase: both commits stay as they were made, HEAD is the merge of the two.
+    merge = remote.head()
+    assert git(repo, "rev-parse", "HEAD").strip() == merge
+    ours, theirs = remote.git("log", "-1", "--format=%P", merge).split()
+    assert theirs == laptop_head
+    assert "laptop.txt" not in remote.git("ls-tree", "--name-only", ours)
+    assert git(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    # The work tree got the laptop's file, as git's own fast-forward would; nothing else changed.
+    assert disk_files(repo) == {**before, "laptop.txt": b"from the laptop\n"}
+    assert git(repo, "status", "--porcelain") == ""
 
 
 def test_a_conflicting_remote_change_goes_to_a_side_branch_and_nothing_is_lost(
@@ -189,17 +206,6 @@ def test_a_wrong_token_fails_the_push_clearly_without_failing_saves_or_leaking_t
     assert wrong not in logs
     assert wrong not in json.dumps(git_autosave.Repo(repo).read_status())
     assert "a.txt" in git(repo, "ls-tree", "--name-only", "HEAD")
-
-
-def run_flush(repo: Path, home: Path, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(AUTOSAVE), "flush", "--repo", str(repo), "--timeout", str(timeout)],
-        capture_output=True,
-        text=True,
-        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-        timeout=120,
-        check=False,
-    )
 
 
 def test_flush_commits_and_pushes_everything_and_exits_0(setup, remote) -> None:
