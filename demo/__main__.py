@@ -92,7 +92,7 @@ class LocalInstance:
             **os.environ,
             "JOD_CONFIG": str(self.config),
             "JOD_APP_DIR": str(BOOTSTRAP),
-            "JOD_SECRETS_DIR": str(state_dir / "etc" / "secrets"),
+            "JOD_ETC_DIR": str(state_dir / "etc"),
             "JOD_STATE_DIR": str(state_dir / "state"),
             "JOD_HOME": str(state_dir / "home"),
             "JOD_REPO_DIR": str(state_dir / "home" / "work"),
@@ -123,7 +123,7 @@ class LocalInstance:
         )
         self.boot_step("secrets")
         jupyter_env = dict(self.env)
-        for path in (self.config, Path(self.env["JOD_SECRETS_DIR"]) / "jupyter.env"):
+        for path in (self.config, self.state_dir / "etc" / "secrets" / "jupyter.env"):
             for line in path.read_text().splitlines():
                 key, _, value = line.partition("=")
                 jupyter_env[key] = value
@@ -152,21 +152,17 @@ class LocalInstance:
         self.jupyter = None
 
     def idle_check(self) -> None:
-        secrets_env = Path(self.env["JOD_SECRETS_DIR"]) / "jupyter.env"
-        values = dict(line.partition("=")[::2] for line in secrets_env.read_text().splitlines())
+        """The real checker with the instance's own settings (--instance), but for what a laptop
+        can't do: judge only Jupyter's process tree, stop in moto, flush as this user."""
         stop = f"{sys.executable} -m demo.stop_instance {self.instance_id}"
         flush = f"{sys.executable} {BOOTSTRAP / 'git_autosave.py'} flush --repo {self.env['JOD_REPO_DIR']} --timeout 30"
         result = subprocess.run(
             [
-                sys.executable, str(BOOTSTRAP / "idle_check.py"),
-                "--jupyter-url", f"http://127.0.0.1:{self.jupyter_port}",
-                "--idle-minutes", str(self.idle_minutes),
-                "--state-file", str(self.state_dir / "state" / "idle-state.json"),
-                "--activity-file", values["JUPYTER_ACTIVITY_FILE"],
+                sys.executable, str(BOOTSTRAP / "idle_check.py"), "--instance",
                 "--process-root", str(self.jupyter.pid),
                 "--stop-command", stop, "--flush-command", flush,
             ],
-            env={**self.env, "JUPYTER_TOKEN": values["JUPYTER_TOKEN"], "HOME": self.env["JOD_HOME"], "PYTHONPATH": str(ROOT)},
+            env={**self.env, "HOME": self.env["JOD_HOME"], "PYTHONPATH": str(ROOT)},
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         if result.stdout.strip():

@@ -1,55 +1,65 @@
 """Idle checker: stops the instance after --idle-minutes with nobody working and nothing running.
 
-Run every 30 s by cron (idle-check.cron, under flock). Each run prints one JSON line:
-{"idle", "idle_seconds", "reason", "action", ...}; action is none, warn, stop, or would-stop with
---dry-run. Exit code 0, non-zero only for bad arguments.
-
-Active now (any one resets the clock):
-  - a kernel is busy (or starting), unless it has been busy for --stuck-busy-minutes (3 h) at ~0%
-    CPU, or starting for --stuck-starting-minutes: a hung kernel must not bill a GPU forever;
-  - a terminal has a foreground process running (a job in a Jupyter terminal or an SSH shell);
-  - a user process (uid >= --min-uid, or under --process-root) uses >= --cpu-percent of a core,
-    but the Jupyter server itself, whose CPU follows the tabs' polling;
-  - any one GPU is busy (nvidia-smi utilization >= --gpu-percent).
-Timestamps of the latest interaction (the clock starts from the newest):
-  - real interaction recorded by the Jupyter extension (jupyter_extensions.py) in --activity-file;
-    an open tab's background polling is not recorded there;
-  - input on a terminal or SSH session (the tty's access time, as `w` shows it);
-  - the boot, or rather the moment Jupyter first answered after it (boot.py ready writes that to
-    the state file): a machine nobody connects to stops --idle-minutes after it became usable.
-Deliberately not used: /api/status last_activity, which an open tab moves every ~10 s.
-
-All API calls carry ?no_track_activity=1 so the checker never keeps the machine alive itself.
-Jupyter unreachable and no process or GPU activity: idle (a crashed server must not bill a GPU).
-Before stopping: a warning about 5 minutes ahead (wall and the log), then the autosave flush,
-the reason in the log, and --stop-command (shutdown -h now; the instance's shutdown behaviour is
-stop). State lives in a small JSON file (--state-file), so it survives Jupyter restarts.
+On the instance, `python3 idle_check.py --instance` runs every 30 s from a systemd timer that
+user_data installs first, on the system Python with the standard library only: no failed install,
+secret or Jupyter can switch the stop off. Settings come from the instance layout (layout.py).
+Each run prints one JSON line {"idle", "idle_seconds", "reason", "action", ...}; action is none,
+warn, stop or (--dry-run) would-stop. The rules, as the README's "What keeps the machine awake":
+  - active now (resets the clock): a busy or starting kernel (but not one stuck for hours at ~0%
+    CPU), a terminal's foreground job, a user process at >= --cpu-percent of a core (not the
+    Jupyter server, whose CPU follows the tabs' polling), a busy GPU, a boot step running in the
+    first --boot-grace-minutes;
+  - the latest interaction: what jupyter_extensions.py records (never a tab's polling; the file is
+    the service user's, so it is read without following links, and future times are ignored), tty
+    input, and the moment Jupyter became ready (or the boot).
+Jupyter unreachable or hanging (--api-deadline in all) counts as no activity; /api/status
+last_activity is never used (an open tab moves it). Before stopping: a warning, the autosave
+flush, the reason in the log, then --stop-command (the instance's shutdown behaviour is stop).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import logging
 import os
 import re
 import shlex
 import shutil
+import signal
+import ssl
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import requests
+from layout import Paths, read_config, read_regular, write_file
+
+UTC = timezone.utc
 
 logger = logging.getLogger("jupyter_on_demand.idle")
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 JUPYTER_SERVER = re.compile(r"jupyter[- _](lab|server|notebook)\b|jupyterlab\b")
+# cloud-init's stages run the first boot's runcmd, which starts the install.
+BOOT_STEP = re.compile(r"boot\.py (install|sync|secrets|repo|ready)\b|cloud-init (init|modules)\b")
 WARN_SECONDS = 300.0
+DEFAULT_IDLE_MINUTES = 40.0
+CLOCK_SKEW = timedelta(seconds=60)
+FLUSH_INCOMPLETE = 3  # git_autosave.py flush: pushed, but not everything is on the team's branch
+
+
+class JupyterUnreachable(Exception):
+    """Jupyter did not answer in time, or not with JSON."""
 
 
 def utcnow() -> datetime:
@@ -168,6 +178,8 @@ class Options:
     stuck_busy_seconds: float = 3 * 3600
     stuck_starting_seconds: float = 600
     warn_seconds: float = WARN_SECONDS
+    boot_grace_seconds: float = 30 * 60
+    api_deadline_seconds: float = 30
 
 
 @dataclass
@@ -189,8 +201,10 @@ class Checker:
 
     def load_state(self) -> dict[str, Any]:
         try:
-            state = json.loads(self.o.state_file.read_text())
-        except (OSError, ValueError):
+            state = json.loads(read_regular(self.o.state_file) or b"{}")
+        except ValueError:
+            state = {}
+        if not isinstance(state, dict):
             state = {}
         if state.get("boot_id") != boot_id():
             logger.info("new boot: the idle clock starts at boot")
@@ -198,10 +212,11 @@ class Checker:
         return state
 
     def save_state(self) -> None:
-        self.o.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.o.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1))
-        os.replace(tmp, self.o.state_file)
+        """Atomically, never through a symlink; a full disk is logged and never stops the stop."""
+        try:
+            write_file(self.o.state_file, json.dumps(self.state, indent=1), 0o644)
+        except OSError:
+            logger.exception("could not save the idle state in %s", self.o.state_file)
 
     def _ancestors(self, pid: int) -> set[int]:
         found = set()
@@ -314,15 +329,20 @@ class Checker:
     # --- Jupyter ---
 
     def api(self, path: str) -> Any:
-        response = requests.get(
-            f"{self.o.jupyter_url.rstrip('/')}{path}",
-            params={"no_track_activity": "1"},
+        request = urllib.request.Request(  # noqa: S310  (our own http(s) URL to Jupyter)
+            f"{self.o.jupyter_url.rstrip('/')}{path}?no_track_activity=1",
             headers={"Authorization": f"token {self.o.token}"},
-            timeout=10,
-            verify=not self.o.insecure,
         )
-        response.raise_for_status()
-        return response.json()
+        context = None
+        if self.o.insecure:  # loopback, Jupyter's own self-signed certificate
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=context) as response:  # noqa: S310
+                return json.loads(response.read(1 << 22))
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            raise JupyterUnreachable(type(error).__name__) from error
 
     def observe_kernels(self, seen: Observation, usage: dict[int, float]) -> None:
         kernels = self.api("/api/kernels")
@@ -345,15 +365,29 @@ class Checker:
             seen.active.append(f"kernel {kid[:8]} {state}")
         self.state["busy_since"] = current
 
+    def boot_steps(self) -> list[str]:
+        """Boot steps still running early in the boot (a first install takes minutes)."""
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        if uptime >= self.o.boot_grace_seconds:
+            return []
+        steps = {
+            match.group(1) or "cloud-init"
+            for proc in self.procs.values()
+            if proc.uid == 0 and (match := BOOT_STEP.search(proc.cmdline))
+        }
+        return [f"boot step {step} running" for step in sorted(steps)]
+
     def observe(self) -> Observation:
         seen = Observation()
         usage = self.cpu_usage()
         pids = self.user_pids()
         try:
-            self.observe_kernels(seen, usage)
-            self.api("/api/terminals")  # reachable check; terminals are judged from /proc
-        except (requests.RequestException, ValueError) as error:
-            seen.notes.append(f"Jupyter unreachable ({type(error).__name__})")
+            with deadline(self.o.api_deadline_seconds):
+                self.observe_kernels(seen, usage)
+                self.api("/api/terminals")  # reachable check; terminals are judged from /proc
+        except JupyterUnreachable as error:
+            seen.notes.append(f"Jupyter unreachable ({error})")
+        seen.active += self.boot_steps()
         for pid, percent in sorted(usage.items()):
             # Not the Jupyter server itself: its CPU follows the open tabs' polling. Its kernels
             # and terminals are processes of their own and do count.
@@ -365,22 +399,37 @@ class Checker:
         seen.active += [f"terminal job {job}" for job in self.terminal_jobs(pids)]
         seen.active += self.gpus_busy()
         if self.o.activity_file is not None:
-            try:
-                record = json.loads(self.o.activity_file.read_text())
-                when = parse_time(record.get("last_interaction"))
-                if when:
-                    seen.latest[f"interaction in Jupyter ({record.get('reason', '?')})"] = when
-            except (OSError, ValueError):
-                pass
+            self.observe_activity_file(seen, self.o.activity_file)
         tty = self.tty_input(pids)
         if tty:
             seen.latest["terminal input"] = tty
         return seen
 
+    def observe_activity_file(self, seen: Observation, path: Path) -> None:
+        """The service user's file: no symlink, FIFO or device is followed; future times and
+        anything that isn't the recorder's JSON are ignored."""
+        try:
+            record = json.loads(read_regular(path, 4096) or b"{}")
+        except ValueError:
+            record = {}
+        if not isinstance(record, dict):
+            return
+        when = parse_time(record.get("last_interaction"))
+        if when is None:
+            return
+        if when > self.now + CLOCK_SKEW:
+            seen.notes.append("activity file ignored: its time is in the future")
+            return
+        seen.latest[f"interaction in Jupyter ({str(record.get('reason', '?'))[:80]})"] = when
+
     # --- decision ---
 
     def decide(self) -> dict[str, Any]:
-        seen = self.observe()
+        try:
+            seen = self.observe()
+        except Exception:  # a bug or an odd /proc must never switch the stop off: nothing seen
+            logger.exception("the observation failed; judged on what is known")
+            seen = Observation(notes=["observation failed"])
         last_active = parse_time(self.state.get("last_active")) or boot_time()
         reason = self.state.get("reason", "boot")
         if seen.active:
@@ -431,7 +480,12 @@ class Checker:
             if self.o.flush_command:
                 # A failed flush never blocks the stop: commits stay on the disk, pushed next boot.
                 code = run_command(self.o.flush_command, timeout=180)
-                if code != 0:
+                if code == FLUSH_INCOMPLETE:
+                    logger.error(
+                        "autosave flush: pushed, but the team's branch does not have everything "
+                        "(a side branch, or files left out: the flush log names them)"
+                    )
+                elif code != 0:
                     logger.error(
                         "autosave flush failed (%s); the work stays committed on the disk", code
                     )
@@ -443,6 +497,26 @@ class Checker:
                 logger.error("the stop command failed (%s): %s", code, self.o.stop_command)
 
 
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """JupyterUnreachable after `seconds` in all: a server that trickles bytes can't stall the
+    checker (socket timeouts only bound each read). Main thread only; elsewhere no limit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise JupyterUnreachable(f"no answer within {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run_command(command: str, timeout: float) -> int | str:
     """Exit code of a command line, or why it could not run."""
     try:
@@ -451,11 +525,51 @@ def run_command(command: str, timeout: float) -> int | str:
         return f"{type(error).__name__}: {error}"
 
 
+def instance_defaults(paths: Paths) -> dict[str, Any]:
+    """The instance's settings (layout.py). Every file may be missing or broken, the secrets
+    above all (a failed secrets step): the checker then runs with the defaults, never not at all."""
+    config: dict[str, str] = {}
+    token = ""
+    try:
+        config = read_config(paths.config)
+    except (OSError, ValueError):
+        logger.exception("cannot read %s; idle stop with the defaults", paths.config)
+    try:
+        token = read_config(paths.jupyter_env).get("JUPYTER_TOKEN", "")
+    except (OSError, ValueError):
+        logger.warning("no Jupyter token in %s: Jupyter is judged from /proc only", paths.secrets)
+    try:
+        idle_minutes = float(config.get("IDLE_MINUTES", DEFAULT_IDLE_MINUTES))
+    except ValueError:
+        idle_minutes = DEFAULT_IDLE_MINUTES
+    if not idle_minutes > 0:
+        idle_minutes = DEFAULT_IDLE_MINUTES
+    scheme = "http" if config.get("JUPYTER_TLS") == "0" else "https"
+    flush = None
+    if paths.venv_python.exists() and (paths.app / "git_autosave.py").exists():
+        flush = shlex.join(
+            ["runuser", "-u", paths.user, "--", "env", f"HOME={paths.home}", str(paths.venv_python),
+             str(paths.app / "git_autosave.py"), "flush", "--repo", str(paths.repo), "--timeout", "60"]
+        )  # fmt: skip
+    return {
+        "jupyter_url": f"{scheme}://127.0.0.1:{config.get('JUPYTER_PORT', '8443')}",
+        "token": token,
+        "idle_minutes": idle_minutes,
+        "state_file": paths.idle_state,
+        "activity_file": paths.activity,
+        "flush_command": flush,
+        "insecure": True,
+    }
+
+
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(description="Stop the instance when nobody uses it.")
-    parser.add_argument("--jupyter-url", required=True)
+    parser.add_argument(
+        "--instance", action="store_true", help="the instance's settings (layout.py) as defaults"
+    )
+    parser.add_argument("--jupyter-url", default=None)
     parser.add_argument("--token", default=None, help="API token (default: $JUPYTER_TOKEN)")
-    parser.add_argument("--idle-minutes", type=float, default=40.0)
+    parser.add_argument("--idle-minutes", type=float, default=DEFAULT_IDLE_MINUTES)
     parser.add_argument(
         "--state-file", type=Path, default=Path("/var/lib/jupyter-on-demand/idle-state.json")
     )
@@ -478,7 +592,13 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--gpu-percent", type=float, default=10.0)
     parser.add_argument("--stuck-busy-minutes", type=float, default=180.0)
     parser.add_argument("--stuck-starting-minutes", type=float, default=10.0)
+    parser.add_argument("--boot-grace-minutes", type=float, default=30.0)
     args = parser.parse_args(argv)
+    if args.instance:
+        parser.set_defaults(**instance_defaults(Paths.from_env()))
+        args = parser.parse_args(argv)
+    if not args.jupyter_url:
+        parser.error("--jupyter-url is required (or --instance)")
     if args.idle_minutes <= 0:
         parser.error("--idle-minutes must be > 0")
     token = args.token if args.token is not None else os.environ.get("JUPYTER_TOKEN", "")
@@ -498,20 +618,17 @@ def parse_args(argv: list[str] | None) -> Options:
         gpu_percent=args.gpu_percent,
         stuck_busy_seconds=args.stuck_busy_minutes * 60,
         stuck_starting_seconds=args.stuck_starting_minutes * 60,
+        boot_grace_seconds=args.boot_grace_minutes * 60,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s idle-check %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    if options.insecure:
-        import urllib3
-
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    options = parse_args(argv)
     checker = Checker(options)
     result = checker.decide()
     logger.info("%s: %s", result["action"], result["reason"])

@@ -24,7 +24,7 @@ import os
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ class ActivityRecorder:
             if now - self._last_write < WRITE_INTERVAL_SECONDS:
                 return
             self._last_write = now
-        record = {"last_interaction": datetime.now(UTC).isoformat(), "reason": reason}
+        record = {"last_interaction": datetime.now(timezone.utc).isoformat(), "reason": reason}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(

@@ -46,12 +46,11 @@ def paths(tmp_path, monkeypatch, remote: GitRemote) -> boot.Paths:
     env = {
         "JOD_CONFIG": str(config),
         "JOD_APP_DIR": str(Path(boot.__file__).parent),
-        "JOD_SECRETS_DIR": str(tmp_path / "etc" / "secrets"),
+        "JOD_ETC_DIR": str(tmp_path / "etc"),
         "JOD_STATE_DIR": str(tmp_path / "state"),
         "JOD_HOME": str(tmp_path / "home"),
         "JOD_USER": getpass.getuser(),
         "JOD_SYSTEMD_DIR": str(tmp_path / "systemd"),
-        "JOD_CRON_FILE": str(tmp_path / "cron"),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -93,9 +92,9 @@ def test_secrets_step_writes_the_hash_token_credential_and_certificate(ssm, path
     assert mode(paths.jupyter_env) == 0o640
     assert mode(paths.secrets) == 0o750
     assert paths.credentials.read_text() == remote.credential_line()
-    assert mode(paths.credentials) == 0o600
+    assert mode(paths.credentials) == 0o640  # root's; the service group reads it
     assert values["JUPYTER_CERTFILE"] == str(paths.certfile)
-    assert mode(paths.keyfile) == 0o600
+    assert mode(paths.keyfile) == 0o640
     assert "BEGIN CERTIFICATE" in paths.certfile.read_text()
 
 

@@ -32,7 +32,6 @@ def paths(tmp_path, monkeypatch) -> boot.Paths:
         "JOD_CONFIG": str(config),
         "JOD_APP_DIR": str(tmp_path / "app"),
         "JOD_SYSTEMD_DIR": str(tmp_path / "systemd"),
-        "JOD_CRON_FILE": str(tmp_path / "cron.d" / "jupyter-on-demand"),
         "JOD_USER": getpass.getuser(),
         "JOD_SYSTEMCTL": "true",
     }.items():
@@ -67,14 +66,18 @@ def test_the_bundle_holds_every_bootstrap_file_byte_for_byte(bundle) -> None:
         assert files[name] == (BOOTSTRAP / name).read_text(), name
 
 
-def test_sync_installs_the_code_units_and_cron(ssm, paths) -> None:
+def test_sync_installs_the_code_and_units_and_removes_the_cron_idle_check(ssm, paths) -> None:
+    (paths.app).mkdir(parents=True)
+    (paths.app / "idle-check.sh").write_text("#!/bin/sh\n")  # an older version's
     assert boot.main(["sync"]) == 0
     for name in shipped():
         assert (paths.app / name).read_text() == (BOOTSTRAP / name).read_text()
+    assert set(boot.UNITS) == {p.name for p in BOOTSTRAP.glob("*.service")} | {
+        p.name for p in BOOTSTRAP.glob("*.timer")
+    }
     for unit in boot.UNITS:
         assert (paths.systemd / unit).read_text() == (BOOTSTRAP / unit).read_text()
-    assert paths.cron.read_text() == (BOOTSTRAP / "idle-check.cron").read_text()
-    assert (paths.app / "idle-check.sh").stat().st_mode & 0o111
+    assert not (paths.app / "idle-check.sh").exists()
 
 
 def test_sync_twice_changes_nothing(ssm, paths) -> None:

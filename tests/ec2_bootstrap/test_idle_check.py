@@ -10,10 +10,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import jupyter_extensions
 import pytest
 
 import idle_check
+import jupyter_extensions
 from demo.jupyter import PASSWORD, Jupyter, running_jupyter
 from tests.support.kernels import execute, start_kernel, start_terminal, terminal_input
 

@@ -10,7 +10,12 @@ import subprocess
 import pytest
 import yaml
 
-from tests.infrastructure.terraform import BOOTSTRAP, USER_DATA_FILES, render_template
+from tests.infrastructure.terraform import (
+    BOOTSTRAP,
+    USER_DATA_FILES,
+    USER_DATA_UNITS,
+    render_template,
+)
 
 CONFIG = {
     "AWS_REGION": "us-east-1",
@@ -42,14 +47,48 @@ def test_the_installer_files_are_shipped_byte_for_byte(user_data: str) -> None:
     written = {entry["path"]: entry["content"] for entry in document["write_files"]}
     for name in USER_DATA_FILES:
         assert written[f"/opt/jupyter-on-demand/{name}"] == (BOOTSTRAP / name).read_text(), name
+    for name in USER_DATA_UNITS:
+        assert written[f"/etc/systemd/system/{name}"] == (BOOTSTRAP / name).read_text(), name
     config = written["/etc/jupyter-on-demand/config.env"]
     assert config == "".join(f"{k}={v}\n" for k, v in sorted(CONFIG.items()))  # HCL maps are sorted
 
 
-def test_user_data_is_a_cloud_config_that_runs_the_installer(user_data: str) -> None:
+def test_user_data_starts_the_idle_stop_first_then_the_retried_install_unit(
+    user_data: str,
+) -> None:
     assert user_data.startswith("#cloud-config\n")
     document = yaml.safe_load(user_data)
-    assert document["runcmd"] == [["python3", "/opt/jupyter-on-demand/boot.py", "install"]]
+    assert document["runcmd"] == [
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", "jupyter-on-demand-idle.timer"],
+        ["systemctl", "enable", "jupyter-on-demand-install.service"],  # again at every boot
+        ["systemctl", "start", "--no-block", "jupyter-on-demand-install.service"],
+    ]
+
+
+def test_the_idle_stop_in_user_data_needs_only_the_standard_library() -> None:
+    """The idle checker and what it imports run on the system Python before any venv exists."""
+    import ast
+    import sys
+
+    for name in ("idle_check.py", "layout.py"):
+        tree = ast.parse((BOOTSTRAP / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                modules = (
+                    [alias.name for alias in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                )
+                for module in modules:
+                    top = module.split(".")[0]
+                    assert top in sys.stdlib_module_names or top in ("layout", "__future__"), (
+                        f"{name} imports {module}"
+                    )
+    service = (BOOTSTRAP / "jupyter-on-demand-idle.service").read_text()
+    assert "ExecStart=/usr/bin/python3 /opt/jupyter-on-demand/idle_check.py --instance" in service
+    for dependency in ("Requires=", "After=", "EnvironmentFile=", "/venv/"):
+        assert dependency not in service, dependency
 
 
 def test_cloud_init_schema_accepts_it(user_data: str, tmp_path) -> None:

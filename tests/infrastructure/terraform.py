@@ -22,7 +22,7 @@ BOOTSTRAP = ROOT / "ec2_bootstrap"
 TFVARS_EXAMPLE = ROOT / "terraform.tfvars.example"
 TEMPLATE = BOOTSTRAP / "cloud-init.yaml.tftpl"
 # The files of ec2_bootstrap/ that user_data ships; locals.tf uses the same fileset() pattern.
-BOOTSTRAP_FILESET = "{*.py,*.sh,*.service,*.cron,*.txt}"
+BOOTSTRAP_FILESET = "{*.py,*.service,*.timer,*.txt}"
 
 META_ARGUMENTS = {
     "count",
@@ -100,7 +100,13 @@ def tfvars_example() -> dict[str, Any]:
     return {k: unwrap(v) for k, v in hcl2.loads(TFVARS_EXAMPLE.read_text()).items()}
 
 
-USER_DATA_FILES = ("boot.py", "requirements.txt")
+# What user_data ships (locals.tf user_data_files and user_data_units).
+USER_DATA_FILES = ("boot.py", "layout.py", "idle_check.py", "requirements.txt")
+USER_DATA_UNITS = (
+    "jupyter-on-demand-idle.service",
+    "jupyter-on-demand-idle.timer",
+    "jupyter-on-demand-install.service",
+)
 
 
 def console(expression: str) -> str:
@@ -125,9 +131,11 @@ def render_template(config: dict[str, str], bootstrap_dir: Path = BOOTSTRAP) -> 
     pairs = ", ".join(f'"{k}" = "{v}"' for k, v in config.items())
     directory = str(bootstrap_dir)
     names = ", ".join(f'"{n}"' for n in USER_DATA_FILES)
+    units = ", ".join(f'"{n}"' for n in USER_DATA_UNITS)
     expression = (
         f'base64encode(templatefile("{directory}/cloud-init.yaml.tftpl", {{'
         f'files = {{ for name in [{names}] : name => file("{directory}/${{name}}") }}, '
+        f'units = {{ for name in [{units}] : name => file("{directory}/${{name}}") }}, '
         f"config = {{ {pairs} }} }}))"
     )
     return base64.b64decode(console(expression).strip('"')).decode()

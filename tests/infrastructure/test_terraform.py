@@ -14,6 +14,7 @@ from tests.infrastructure.terraform import (
     INFRA,
     META_ARGUMENTS,
     USER_DATA_FILES,
+    USER_DATA_UNITS,
     blocks,
     expressions,
     locals_,
@@ -255,8 +256,10 @@ def test_the_tests_render_user_data_and_the_bundle_exactly_as_locals_tf_does() -
     assert "range(0,length(local.bootstrap_bundle),4000)" in unwrap(
         locals_()["bootstrap_chunks"]
     ).replace(" ", "")
+    assert unwrap(locals_()["user_data_files"]) == list(USER_DATA_FILES)
+    assert unwrap(locals_()["user_data_units"]) == list(USER_DATA_UNITS)
     user_data = unwrap(locals_()["user_data"])
-    assert all(f"\\'{name}\\'" in user_data for name in USER_DATA_FILES), user_data
+    assert "local.user_data_files" in user_data and "local.user_data_units" in user_data
     assert "BOOTSTRAP_PARAMETER_PREFIX" in user_data
 
 

@@ -8,7 +8,7 @@ set -euo pipefail
 
 cache=${1:?usage: build-image.sh CACHE_DIR [MIRROR]}
 mirror=${2:-http://deb.debian.org/debian}
-packages=systemd-sysv,linux-image-amd64,cloud-init,python3-venv,git,cron,ca-certificates,ifupdown,isc-dhcp-client,python3-cffi-backend,openssl,udev,procps
+packages=systemd-sysv,dbus,linux-image-amd64,cloud-init,python3-venv,git,cron,ca-certificates,ifupdown,isc-dhcp-client,python3-cffi-backend,openssl,udev,procps
 
 if [ -f "$cache/rootfs.ext4" ] && [ -f "$cache/vmlinuz" ] && [ -f "$cache/initrd.img" ]; then
   exit 0

@@ -2,11 +2,18 @@
 Debian 12 with cloud-init under QEMU. Everything the guest needs is on this machine: moto (SSM,
 EC2 tags), a wheelhouse for pip, and the git smart-HTTP remote with token auth.
 
-Asserts: Jupyter answers over TLS with the team password and refuses a wrong one; a notebook
-saved through the API arrives as a commit on the host remote; after the short idle timeout the
-VM powers itself off; a second boot from the same disk doesn't reinstall, takes a password
-changed in SSM in between, and keeps the files. Records boot→ready times and the delay from the
-idle deadline to power-off in .cache/bench/vm_acceptance.json.
+Four boots of one disk:
+  1. the first boot's install fails (PyPI unreachable): the idle stop, which user_data installs
+     first, still powers the VM off after the idle time;
+  2. the install is retried at the next boot and succeeds, but the secrets step fails (no team
+     password in SSM): no Jupyter, and the VM still powers itself off;
+  3. Jupyter answers over TLS with the team password and refuses a wrong one; a notebook saved
+     through the API arrives as a commit on the host remote; after the short idle timeout the
+     VM powers itself off; nothing is reinstalled;
+  4. a password changed in SSM in between takes effect, the files are kept; a file saved just
+     before an external poweroff (the ACPI power button) is on the remote, and the journal shows
+     Jupyter stopped before the flush ran.
+Records the times in .cache/bench/vm_acceptance.json.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ from __future__ import annotations
 import functools
 import re
 import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -30,7 +36,8 @@ from demo.git_remote import GitRemote
 from demo.jupyter import authorized, free_port, login, save_notebook
 from tests.ec2_bootstrap.autosave_support import wait_for
 from tests.infrastructure.terraform import render_bundle, render_template
-from tests.vm.vm import CACHE, VM, Forward, build_image, make_seed, require_host
+from tests.support.system_python import wheelhouse
+from tests.vm.vm import VM, Forward, build_image, make_seed, require_host
 
 pytestmark = pytest.mark.vm
 
@@ -43,38 +50,10 @@ ROOT = Path(__file__).resolve().parents[2]
 GUEST_PYTHON = "3.11.2"
 
 
-def wheelhouse() -> Path:
-    folder = CACHE / "wheelhouse"
-    marker = folder / ".complete"
-    requirements = ROOT / "ec2_bootstrap" / "requirements.txt"
-    wanted = f"{GUEST_PYTHON}\n{requirements.read_text()}"
-    if not marker.exists() or marker.read_text() != wanted:
-        subprocess.run(
-            # Resolved for the guest's Python (Debian 12: 3.11.2), not this machine's.
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "-q",
-                "--only-binary=:all:",
-                "--python-version",
-                GUEST_PYTHON,
-                "-d",
-                str(folder),
-                "-r",
-                str(requirements),
-            ],
-            check=True,
-        )
-        marker.write_text(wanted)
-    return folder
-
-
-def serve_directory(folder: Path) -> ThreadingHTTPServer:
+def serve_directory(folder: Path, port: int) -> ThreadingHTTPServer:
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
     handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -90,16 +69,17 @@ def host(tmp_path_factory):
     moto.start()
     moto_port = moto.get_host_and_port()[1]
     endpoint = f"http://127.0.0.1:{moto_port}"
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10)  # moto's backends are per process
     ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint)
     ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=endpoint)
     instance_id = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)["Instances"][0][
         "InstanceId"
     ]
-    ssm.put_parameter(Name="/jod/team-pass", Value=OLD_PASSWORD, Type="SecureString")
     ssm.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
     for name, value in render_bundle().items():
         ssm.put_parameter(Name=f"/jod/bootstrap/{name}", Value=value, Type="String")
-    wheels = serve_directory(wheelhouse())
+    wheels_port = free_port()  # served from the second boot on: the first boot's pip fails
+    wheels: list[ThreadingHTTPServer] = []
     remote = GitRemote(folder / "remote", token=TOKEN)
     config = {
         "AWS_REGION": "us-east-1",
@@ -119,18 +99,30 @@ def host(tmp_path_factory):
         "PIP_NO_INDEX": "1",
         "PIP_FIND_LINKS": "http://10.0.2.101:8001/",
         "PIP_TRUSTED_HOST": "10.0.2.101",  # the plain-HTTP wheelhouse of this test
+        "JOD_RETRY_SECONDS": "1",  # the install's backoff, short for the test
     }
     seed = make_seed(folder, render_template(config))
     forwards = [
         Forward("10.0.2.100", 5000, moto_port),
-        Forward("10.0.2.101", 8001, wheels.server_address[1]),
+        Forward("10.0.2.101", 8001, wheels_port),
         Forward("10.0.2.102", 8002, remote.port),
     ]
     vm = VM(folder, image, seed, forwards, free_port())
-    yield {"vm": vm, "ec2": ec2, "ssm": ssm, "instance_id": instance_id, "remote": remote}
+    yield {
+        "vm": vm,
+        "ec2": ec2,
+        "ssm": ssm,
+        "instance_id": instance_id,
+        "remote": remote,
+        "serve_wheels": lambda: wheels.append(
+            serve_directory(wheelhouse(GUEST_PYTHON), wheels_port)
+        ),
+    }
     vm.kill()
     remote.stop()
-    wheels.shutdown()
+    for server in wheels:
+        server.shutdown()
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10)
     moto.stop()
 
 
@@ -165,13 +157,47 @@ def boot_until_ready(host, name: str, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def test_first_boot_jupyter_autosave_idle_stop_and_second_boot(host) -> None:
+def powers_itself_off(vm: VM, name: str, timeout: float) -> float:
+    """Boot and wait until the guest powers itself off; seconds from boot."""
+    started = vm.boot(name)
+    try:
+        vm.wait_powered_off(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"the VM did not stop itself within {timeout} s; console:\n{vm.console_text()[-6000:]}"
+        ) from None
+    assert vm.process.returncode == 0, vm.console_text()[-6000:]  # a clean guest poweroff
+    return time.monotonic() - started
+
+
+STOP_DECISION = re.compile(r'\{"time": "([^"]+)", "idle": true, [^\n]*"action": "stop"')
+
+
+def test_failed_boots_still_stop_then_jupyter_autosave_idle_stop_and_poweroff_flush(host) -> None:
     vm: VM = host["vm"]
     remote: GitRemote = host["remote"]
     url = f"https://127.0.0.1:{vm.jupyter_host_port}"
     figures: dict[str, float] = {}
 
-    figures["first_boot_to_ready_s"] = boot_until_ready(host, "first", timeout=900)
+    # 1. The install fails (pip can't reach its index): the idle stop still stops the machine.
+    figures["install_failed_boot_to_power_off_s"] = powers_itself_off(vm, "install-fails", 600)
+    console = vm.console_text()
+    assert "JUPYTER-ON-DEMAND BOOT FAILED (install)" in console, console[-6000:]
+    assert STOP_DECISION.search(console), console[-6000:]
+
+    # 2. The install is retried at the next boot; the secrets step fails: still stopped.
+    host["serve_wheels"]()
+    figures["secrets_failed_boot_to_power_off_s"] = powers_itself_off(vm, "secrets-fail", 1500)
+    console = vm.console_text()
+    assert "installed; Jupyter is starting" in console, console[-6000:]
+    assert "JUPYTER-ON-DEMAND BOOT FAILED (secrets)" in console, console[-6000:]
+    assert STOP_DECISION.search(console), console[-6000:]
+    assert not ready_after(host["ec2"], host["instance_id"], 0)
+
+    # 3. The secrets exist: Jupyter, autosave, the idle stop.
+    host["ssm"].put_parameter(Name="/jod/team-pass", Value=OLD_PASSWORD, Type="SecureString")
+    figures["boot_to_ready_s"] = boot_until_ready(host, "ready", timeout=600)
+    assert "installed; Jupyter is starting" not in vm.console_text()  # no reinstall
     assert authorized(login(url, OLD_PASSWORD), url)
     assert not authorized(login(url, "not-the-password"), url)
     with pytest.raises(requests.exceptions.ConnectionError):
@@ -186,9 +212,7 @@ def test_first_boot_jupyter_autosave_idle_stop_and_second_boot(host) -> None:
     powered_off = vm.wait_powered_off(timeout=IDLE_MINUTES * 60 + 240)
     figures["idle_deadline_to_power_off_s"] = powered_off - deadline
     # The guest's clock is the host's (UTC from the emulated RTC): its log times compare directly.
-    decided = re.search(
-        r'\{"time": "([^"]+)", "idle": true, [^\n]*"action": "stop"', vm.console_text()
-    )
+    decided = STOP_DECISION.search(vm.console_text())
     assert decided, "the guest logged no stop decision"
     figures["idle_deadline_to_stop_decision_s"] = (
         datetime.fromisoformat(decided.group(1)).timestamp() - deadline_wall
@@ -204,19 +228,31 @@ def test_first_boot_jupyter_autosave_idle_stop_and_second_boot(host) -> None:
     )  # after the flush
     assert vm.process.returncode == 0  # QEMU exits 0 when the guest powers itself off
 
+    # 4. A new password; then a save in the last seconds before an external poweroff.
     host["ssm"].put_parameter(
         Name="/jod/team-pass", Value=NEW_PASSWORD, Type="SecureString", Overwrite=True
     )
     figures["second_boot_to_ready_s"] = boot_until_ready(host, "second", timeout=600)
-    assert "installed; Jupyter is starting" in (vm.folder / "console-first.log").read_text(
-        errors="replace"
-    )
     assert "installed; Jupyter is starting" not in vm.console_text()  # no reinstall
-    assert authorized(login(url, NEW_PASSWORD), url)
+    session = login(url, NEW_PASSWORD)
+    assert authorized(session, url)
     assert not authorized(login(url, OLD_PASSWORD), url)
-    kept = login(url, NEW_PASSWORD).get(
-        f"{url}/api/contents/from-vm.ipynb", timeout=30, verify=False
-    )
+    kept = session.get(f"{url}/api/contents/from-vm.ipynb", timeout=30, verify=False)
     assert kept.status_code == 200
-    vm.kill()
+    last = session.put(
+        f"{url}/api/contents/last-seconds.txt",
+        json={"type": "file", "format": "text", "content": "saved just before the poweroff\n"},
+        headers={"X-XSRFToken": session.cookies.get("_xsrf", "")},
+        timeout=30,
+        verify=False,
+    )
+    assert last.status_code in (200, 201), last.text
+    pressed = time.monotonic()
+    vm.press_power_button()
+    figures["power_button_to_off_s"] = vm.wait_powered_off(timeout=240) - pressed
+    assert remote.show("last-seconds.txt") == "saved just before the poweroff\n"
+    console = vm.console_text()
+    jupyter_stopped = console.find("Stopped jupyter-on-demand.service")
+    flush_started = console.find("Stopping jupyter-on-demand-autosave-flush.service")
+    assert 0 <= jupyter_stopped < flush_started, console[-6000:]
     report("vm_acceptance", figures)

@@ -7,8 +7,10 @@ host reaches Jupyter through a hostfwd on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -36,9 +38,9 @@ def require_host() -> None:
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
     ]
     if missing:
-        pytest.skip(f"the VM test needs Debian packages: apt-get install {' '.join(missing)}")
+        pytest.fail(f"the VM test needs Debian packages: apt-get install {' '.join(missing)}")
     if os.geteuid() != 0:
-        pytest.skip("building the VM image needs root (debootstrap)")
+        pytest.fail("building the VM image needs root (debootstrap): run the VM test as root")
 
 
 def build_image() -> Path:
@@ -102,10 +104,27 @@ class VM:
             "-drive", f"file={self.disk},if=virtio,format=qcow2",
             "-drive", f"file={self.seed},if=virtio,format=raw,readonly=on",
             "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+            "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
         ]  # fmt: skip
         started = time.monotonic()
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return started
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.folder / "qmp.sock"
+
+    def press_power_button(self) -> None:
+        """An external, clean poweroff (ACPI), as AWS's StopInstances or the console does."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as qmp:
+            qmp.settimeout(10)
+            qmp.connect(str(self.qmp_socket))
+            reader = qmp.makefile("r")
+            reader.readline()  # the greeting
+            for command in ("qmp_capabilities", "system_powerdown"):
+                qmp.sendall(json.dumps({"execute": command}).encode() + b"\n")
+                while "return" not in json.loads(reader.readline()):
+                    pass  # events before the answer
 
     def console_text(self) -> str:
         return (

@@ -1,0 +1,292 @@
+"""The every-boot steps that run in the venv (boto3, jupyter_server): `boot.py secrets`, `repo`
+and `ready`. Shipped in the code bundle, not in user_data.
+
+secrets (root): the team password and the GitHub token from SSM, the argon2 hash, the API token,
+the git credential and the TLS certificate, all in root-owned folders (layout.py); then the
+`repo` step as the service user. Fails closed: no password, no Jupyter. The idle stop never
+depends on it: the idle checker reads no secret it can't do without.
+repo (the service user): git settings and the clone of the team's repository. Everything under
+the user's home is done with the user's own rights, so nothing planted there can make root
+write, chmod or chown a file.
+ready (root): once Jupyter answers, starts the idle clock and tags the instance READY_TAG=<time>.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from boot import aws_client, ensure_state_dirs
+from layout import (
+    BootError,
+    Paths,
+    ensure_dir,
+    env_file,
+    is_regular,
+    owner_ids,
+    read_config,
+    run,
+    secure_file,
+    write_file,
+)
+
+logger = logging.getLogger("jupyter_on_demand.boot")
+
+README = (
+    "# Team notebooks\n\nEvery file saved in Jupyter Lab lands here (jupyter-on-demand autosave).\n"
+)
+
+
+# --- Secrets (root) ---------------------------------------------------------------------------
+
+
+def fetch_secrets(config: dict[str, str]) -> tuple[str, str]:
+    """The team password and the GitHub token from SSM (AWS_ENDPOINT_URL is honoured by boto3)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    names = (config["TEAM_PASS_PARAMETER"], config["GITHUB_TOKEN_PARAMETER"])
+    try:
+        ssm = aws_client("ssm", config)
+        values = [
+            ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+            for name in names
+        ]
+    except (BotoCoreError, ClientError) as error:
+        raise BootError(
+            f"cannot read the secrets {', '.join(names)} from SSM: {error}. Check the instance role "
+            "and that the parameters exist (terraform apply)."
+        ) from error
+    password, token = values
+    if len(password) < 8:
+        raise BootError(f"the team password in {names[0]} is shorter than 8 characters")
+    if not token:
+        raise BootError(f"the GitHub token in {names[1]} is empty")
+    return password, token
+
+
+def hashed_password(password: str, current: str | None) -> str:
+    """The argon2 hash; the current one is kept when it still matches (salted hashes differ)."""
+    from jupyter_server.auth import passwd, passwd_check
+
+    if current and passwd_check(current, password):
+        return current
+    return passwd(password, algorithm="argon2")
+
+
+def credential_line(repo_url: str, user: str, token: str) -> str:
+    parts = urlsplit(repo_url)
+    return f"{parts.scheme}://{quote(user, safe='')}:{quote(token, safe='')}@{parts.netloc}\n"
+
+
+def ensure_certificate(paths: Paths, group: tuple[int, int] | None) -> None:
+    """A self-signed certificate, made once and kept, in root's TLS folder; the key is readable
+    by the service group only."""
+    ensure_dir(paths.tls, 0o750, group)
+    if not (is_regular(paths.certfile) and is_regular(paths.keyfile)):
+        for path in (paths.certfile, paths.keyfile):  # whatever sits there, a link included
+            path.unlink(missing_ok=True)
+        run(
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+            "-subj", "/CN=jupyter-on-demand", "-keyout", str(paths.keyfile), "-out", str(paths.certfile),
+        )  # fmt: skip
+        logger.info("created a self-signed TLS certificate %s", paths.certfile)
+    secure_file(paths.keyfile, 0o640, group)
+    secure_file(paths.certfile, 0o644, (0, 0) if group else None)
+
+
+def secrets_step(paths: Paths) -> None:
+    """Every boot. Fails closed: on any secret problem, the Jupyter env file is removed."""
+    config = read_config(paths.config)
+    owner = owner_ids(paths.user)
+    group = (0, owner[1]) if owner else None
+    ensure_state_dirs(paths)
+    ensure_dir(paths.secrets, 0o750, group)
+    try:
+        password, token = fetch_secrets(config)
+    except BootError:
+        paths.jupyter_env.unlink(missing_ok=True)
+        raise
+    current = read_config(paths.jupyter_env) if paths.jupyter_env.exists() else {}
+    values = {
+        "JUPYTER_HASHED_PASSWORD": hashed_password(
+            password, current.get("JUPYTER_HASHED_PASSWORD")
+        ),
+        "JUPYTER_TOKEN": current.get("JUPYTER_TOKEN") or secrets.token_urlsafe(32),
+        "JUPYTER_ROOT_DIR": str(paths.repo),
+        "JUPYTER_ACTIVITY_FILE": str(paths.activity),
+    }
+    if config.get("JUPYTER_TLS", "1") == "1":
+        ensure_certificate(paths, group)
+        values |= {"JUPYTER_CERTFILE": str(paths.certfile), "JUPYTER_KEYFILE": str(paths.keyfile)}
+    if write_file(paths.jupyter_env, env_file(values), 0o640, group):
+        logger.info("wrote %s (password hash, API token)", paths.jupyter_env)
+    line = credential_line(config["GITHUB_REPO_URL"], config.get("GITHUB_USER_NAME", "git"), token)
+    if write_file(paths.credentials, line, 0o640, group):
+        logger.info("wrote the git credential %s", paths.credentials)
+    # As the service user, with its own rights: its home and the clone are its to change.
+    if owner_ids(paths.user) in (None, (os.geteuid(), os.getegid())):
+        repo_step(paths)  # already that user (tests, the demo)
+    else:
+        boot_py = str(Path(__file__).resolve().parent / "boot.py")
+        run(sys.executable, boot_py, "repo", user=paths.user, env={"HOME": str(paths.home)},
+            timeout=900, echo=True)  # fmt: skip
+
+
+# --- The repository (the service user) --------------------------------------------------------
+
+
+def configure_git(paths: Paths, config: dict[str, str]) -> None:
+    git_config = {
+        "user.name": config.get("GIT_AUTHOR_NAME", "Jupyter autosave"),
+        "user.email": config.get(
+            "GIT_AUTHOR_EMAIL",
+            f"{config.get('GITHUB_USER_NAME', 'jupyter')}@users.noreply.github.com",
+        ),
+        # git's `store` helper answers from root's 0640 file; wrapped so git only reads it (its
+        # store/erase actions would rewrite or, after one 401, delete the line boot manages).
+        "credential.helper": f'!f() {{ test "$1" = get && git credential-store --file={paths.credentials} get; }}; f',
+        "init.defaultBranch": "main",
+        "pull.rebase": "true",
+        # A teammate's `git pull` works with files autosave left out (over the size limit).
+        "rebase.autoStash": "true",
+    }
+    env = {"HOME": str(paths.home)}
+    for key, value in git_config.items():
+        current = run("git", "config", "--global", "--default", "", "--get", key, env=env).strip()
+        if current != value:
+            run("git", "config", "--global", key, value, env=env)
+    # An older layout kept the credential in the home; the helper no longer reads it.
+    (paths.home / ".git-credentials").unlink(missing_ok=True)
+
+
+def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
+    """Clone the team's repo at first boot; initialise it when empty; never touch an existing one."""
+    env = {"HOME": str(paths.home), "GIT_TERMINAL_PROMPT": "0"}
+    url = config["GITHUB_REPO_URL"]
+
+    def git(*args: str, timeout: float = 120) -> str:
+        return run("git", *args, env=env, timeout=timeout)
+
+    def in_repo(*args: str, timeout: float = 120) -> str:
+        return git("-C", str(paths.repo), *args, timeout=timeout)
+
+    if not (paths.repo / ".git").exists():
+        try:
+            git("clone", "-q", url, str(paths.repo), timeout=600)
+            logger.info("cloned %s into %s", url, paths.repo)
+        except BootError as error:
+            # Jupyter still starts; autosave commits locally and pushes once GitHub answers.
+            logger.error("could not clone %s (%s); starting with a local repository", url, error)
+            paths.repo.mkdir(parents=True, exist_ok=True)
+            git("init", "-q", "-b", "main", str(paths.repo))
+            in_repo("remote", "add", "origin", url)
+    try:
+        in_repo("rev-parse", "-q", "--verify", "HEAD")
+        return  # it has commits: never touch it
+    except BootError:
+        pass  # an empty clone: initialise it below
+    import git_autosave
+
+    for name, content in (("README.md", README), (".gitignore", git_autosave.DEFAULT_GITIGNORE)):
+        if not (paths.repo / name).exists():
+            (paths.repo / name).write_text(content)
+    in_repo("symbolic-ref", "HEAD", "refs/heads/main")
+    in_repo("add", "README.md", ".gitignore")
+    in_repo("commit", "-q", "-m", "Initialise the team repository")
+    logger.info("initialised the empty repository with a README and a .gitignore")
+    try:
+        in_repo("push", "-q", "origin", "HEAD:refs/heads/main", timeout=300)
+    except BootError as error:
+        logger.warning("first push failed (%s); autosave pushes it later", error)
+
+
+def repo_step(paths: Paths) -> None:
+    if owner_ids(paths.user) not in (None, (os.geteuid(), os.getegid())):
+        raise BootError(f"`boot.py repo` runs as {paths.user}, not as root")
+    config = read_config(paths.config)
+    configure_git(paths, config)
+    ensure_repo(paths, config)
+
+
+# --- Ready signal (root) ----------------------------------------------------------------------
+
+
+def instance_id(config: dict[str, str]) -> str:
+    """From the config (tests) or IMDSv2."""
+    if config.get("INSTANCE_ID"):
+        return config["INSTANCE_ID"]
+    import requests
+
+    endpoint = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://169.254.169.254").rstrip(
+        "/"
+    )
+    token = requests.put(
+        f"{endpoint}/latest/api/token",
+        headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        timeout=5,
+    ).text
+    return requests.get(
+        f"{endpoint}/latest/meta-data/instance-id",
+        headers={"X-aws-ec2-metadata-token": token},
+        timeout=5,
+    ).text
+
+
+def jupyter_answers(config: dict[str, str], jupyter_env: dict[str, str]) -> bool:
+    import requests
+    import urllib3
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # our own certificate
+
+    scheme = "https" if jupyter_env.get("JUPYTER_CERTFILE") else "http"
+    url = (
+        f"{scheme}://127.0.0.1:{config.get('JUPYTER_PORT', '8443')}/api/status?no_track_activity=1"
+    )
+    try:
+        response = requests.get(
+            url,
+            headers={"Authorization": f"token {jupyter_env.get('JUPYTER_TOKEN', '')}"},
+            timeout=5,
+            verify=False,  # noqa: S501  (loopback, our own self-signed certificate)
+        )
+    except requests.RequestException:
+        return False
+    return response.status_code == 200
+
+
+def start_idle_clock(paths: Paths) -> None:
+    """The idle clock restarts when people can use the machine (a first boot's install can take
+    a while); root's own state file, in root's folder."""
+    import idle_check
+
+    state = {
+        "boot_id": idle_check.boot_id(),
+        "last_active": idle_check.utcnow().isoformat(),
+        "reason": "Jupyter ready",
+    }
+    write_file(paths.idle_state, json.dumps(state), 0o644)
+
+
+def ready_step(paths: Paths, timeout: float = 600) -> None:
+    config = read_config(paths.config)
+    jupyter_env = read_config(paths.jupyter_env)
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    while not jupyter_answers(config, jupyter_env):
+        if time.monotonic() > deadline:
+            raise BootError(f"Jupyter did not answer within {timeout:.0f} s")
+        time.sleep(1)
+    logger.info("Jupyter answers after %.1f s", time.monotonic() - started)
+    start_idle_clock(paths)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    aws_client("ec2", config).create_tags(
+        Resources=[instance_id(config)], Tags=[{"Key": config["READY_TAG"], "Value": now}]
+    )
+    logger.info("JUPYTER-ON-DEMAND READY at %s", now)

@@ -1,0 +1,272 @@
+"""Where things live on the instance, and the few safe file helpers every root step uses.
+
+Shipped in user_data with boot.py and idle_check.py: standard library only, Python 3.9+ (the
+system Python of the AMIs runs it before any venv exists).
+
+Ownership is the security boundary. A notebook user runs code as the `jupyter` user, so root
+never reads, writes, chmods or chowns through a path that user can change:
+  /etc/jupyter-on-demand/              root 0755   config.env (root 0644)
+  /etc/jupyter-on-demand/secrets/      root:jupyter 0750   jupyter.env, git-credentials (0640)
+  /etc/jupyter-on-demand/tls/          root:jupyter 0750   jupyter.crt (0644), jupyter.key (0640)
+  /var/lib/jupyter-on-demand/          root 0755   idle-state.json, installed (root's state)
+  /var/lib/jupyter-on-demand/jupyter/  jupyter 0700   activity.json (written by Jupyter; root
+                                                      reads it only through `read_regular`)
+  /opt/jupyter-on-demand/              root 0755   the code and the venv
+  /home/jupyter/work                   jupyter     the clone; root touches it only as `jupyter`
+Every path can be overridden with a JOD_* environment variable (tests, the demo).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+logger = logging.getLogger("jupyter_on_demand.boot")
+
+T = TypeVar("T")
+MAX_READ_BYTES = 1 << 20
+
+
+class BootError(Exception):
+    """A reason a boot step can't go on; logged to journald and the console."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    config: Path
+    app: Path
+    secrets: Path
+    tls: Path
+    state: Path
+    user_state: Path
+    home: Path
+    repo: Path
+    systemd: Path
+    user: str
+
+    @property
+    def venv(self) -> Path:
+        return self.app / "venv"
+
+    @property
+    def venv_python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    @property
+    def jupyter_env(self) -> Path:
+        return self.secrets / "jupyter.env"
+
+    @property
+    def credentials(self) -> Path:
+        return self.secrets / "git-credentials"
+
+    @property
+    def certfile(self) -> Path:
+        return self.tls / "jupyter.crt"
+
+    @property
+    def keyfile(self) -> Path:
+        return self.tls / "jupyter.key"
+
+    @property
+    def idle_state(self) -> Path:
+        return self.state / "idle-state.json"
+
+    @property
+    def install_stamp(self) -> Path:
+        return self.state / "installed"
+
+    @property
+    def activity(self) -> Path:
+        return self.user_state / "activity.json"
+
+    @classmethod
+    def from_env(cls) -> Paths:
+        env = os.environ
+        user = env.get("JOD_USER", "jupyter")
+        home = Path(env.get("JOD_HOME", f"/home/{user}"))
+        etc = Path(env.get("JOD_ETC_DIR", "/etc/jupyter-on-demand"))
+        state = Path(env.get("JOD_STATE_DIR", "/var/lib/jupyter-on-demand"))
+        return cls(
+            config=Path(env.get("JOD_CONFIG", str(etc / "config.env"))),
+            app=Path(env.get("JOD_APP_DIR", "/opt/jupyter-on-demand")),
+            secrets=etc / "secrets",
+            tls=etc / "tls",
+            state=state,
+            user_state=state / "jupyter",
+            home=home,
+            repo=Path(env.get("JOD_REPO_DIR", str(home / "work"))),
+            systemd=Path(env.get("JOD_SYSTEMD_DIR", "/etc/systemd/system")),
+            user=user,
+        )
+
+
+def read_config(path: Path) -> dict[str, str]:
+    """KEY=value lines (no shell expansion: the argon2 hash is full of `$`)."""
+    config = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            config[key.strip()] = value.strip()
+    return config
+
+
+def env_file(values: dict[str, str]) -> str:
+    return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def owner_ids(user: str) -> tuple[int, int] | None:
+    """uid/gid of the service user, or None when not root (tests run as themselves)."""
+    if os.geteuid() != 0:
+        return None
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def read_regular(path: Path, limit: int = MAX_READ_BYTES) -> bytes | None:
+    """The bytes of a regular file, never through a symlink, a FIFO or a device; None when
+    there is no such regular file. For files in folders the service user can write."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def is_regular(path: Path) -> bool:
+    """A regular file itself, not a symlink to one."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def ensure_dir(path: Path, mode: int, owner: tuple[int, int] | None = None) -> None:
+    """A real directory (never a symlink) with this mode and owner; its parents are made as
+    root's. Refuses when something else sits at the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=mode)
+    except FileExistsError:
+        pass
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def secure_file(path: Path, mode: int, owner: tuple[int, int] | None = None) -> None:
+    """chmod/chown a file through a descriptor opened without following symlinks."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BootError(f"{path} is not a regular file; refusing to change it")
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: Path, content: str, mode: int, owner: tuple[int, int] | None = None) -> bool:
+    """Write atomically when content, mode or owner differ; True when something changed.
+
+    The temp file gets an unpredictable name (O_EXCL) and its mode and owner through its
+    descriptor; the rename replaces whatever sits at the path (a symlink included) and never
+    follows it."""
+    data = content.encode()
+    try:
+        info = os.lstat(path)
+        if (
+            stat.S_ISREG(info.st_mode)
+            and stat.S_IMODE(info.st_mode) == mode
+            and (owner is None or (info.st_uid, info.st_gid) == owner)
+            and read_regular(path, len(data) + 1) == data
+        ):
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            if owner is not None:
+                os.fchown(handle.fileno(), *owner)
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def run(
+    *args: str,
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 1800,
+    echo: bool = False,
+) -> str:
+    """Run a command (as `user`, with privileges dropped, when root); BootError on failure.
+    `echo`: the command's own log (stderr) goes on to ours (the journal)."""
+    command = list(args)
+    if user is not None and os.geteuid() == 0 and pwd.getpwuid(os.geteuid()).pw_name != user:
+        # runuser resets HOME and friends: `env` sets what the step needs.
+        assignments = [f"{key}={value}" for key, value in (env or {}).items()]
+        command = ["runuser", "-u", user, "--", "env", *assignments, *command]
+    try:
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+            check=False,
+            cwd="/",
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise BootError(f"{' '.join(args[:3])} failed: {error}") from error
+    if echo:
+        sys.stderr.write(result.stderr)
+    if result.returncode != 0:
+        output = (result.stderr.strip() or result.stdout.strip())[-2000:]
+        raise BootError(f"{' '.join(args[:3])} failed: {output}")
+    return result.stdout
+
+
+def retry(what: str, action: Callable[[], T], attempts: int = 4) -> T:
+    """`action()` again with backoff (10, 30, 90 s; JOD_RETRY_SECONDS sets the first delay) while
+    it raises BootError: a dpkg lock held by unattended-upgrades, a PyPI or SSM hiccup. The last
+    error is raised."""
+    delay = float(os.environ.get("JOD_RETRY_SECONDS", "10"))
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except BootError as error:
+            if attempt == attempts:
+                raise
+            logger.warning("%s failed (attempt %d of %d), retrying in %.0f s: %s",
+                           what, attempt, attempts, delay, error)  # fmt: skip
+            time.sleep(delay)
+            delay *= 3
+    raise AssertionError("unreachable")

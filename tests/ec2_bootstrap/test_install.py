@@ -1,0 +1,201 @@
+"""The machine always stops when nobody works: the idle stop depends on nothing that can fail,
+and the first-boot install retries what fails transiently and is retried at the next boot."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import boot
+from tests.support.system_python import SYSTEM_PYTHON, system_python_version
+
+BOOTSTRAP = Path(boot.__file__).resolve().parent
+
+
+@pytest.fixture
+def layout_env(tmp_path) -> dict[str, str]:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "config.env").write_text("IDLE_MINUTES=0.01\nJUPYTER_PORT=1\nJUPYTER_TLS=1\n")
+    return {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "JOD_ETC_DIR": str(etc),
+        "JOD_CONFIG": str(etc / "config.env"),
+        "JOD_STATE_DIR": str(tmp_path / "state"),
+        "JOD_APP_DIR": str(tmp_path / "app"),  # no venv there: the install never ran
+    }
+
+
+def bare_idle_check(env: dict[str, str], marker: Path) -> subprocess.CompletedProcess[str]:
+    """The checker as the idle unit runs it, on the system Python with no site-packages at all
+    (-S): no requests, no boto3, no Jupyter."""
+    system_python_version()  # fails with how to install it when missing
+    return subprocess.run(
+        [str(SYSTEM_PYTHON), "-S", "-E", "-s", str(BOOTSTRAP / "idle_check.py"), "--instance",
+         "--min-uid", "100000", "--stop-command", f"touch {marker}"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "no secrets folder",
+        "the secrets step failed",
+        "a corrupt idle state",
+        "an unwritable state folder",
+    ],
+)
+def test_the_idle_stop_runs_on_the_bare_system_python_whatever_failed(
+    layout_env, tmp_path, fault: str
+) -> None:
+    secrets = tmp_path / "etc" / "secrets"
+    state = tmp_path / "state"
+    if fault == "the secrets step failed":
+        secrets.mkdir()
+        (secrets / "git-credentials").write_text("left from an earlier boot\n")  # no jupyter.env
+    elif fault == "a corrupt idle state":
+        state.mkdir()
+        (state / "idle-state.json").write_text("{not json")
+    elif fault == "an unwritable state folder":
+        state.write_text("a file where the folder should be: every write fails, as on a full disk")
+    marker = tmp_path / "stopped"
+    result = bare_idle_check(layout_env, marker)
+    assert result.returncode == 0, result.stderr
+    verdict = json.loads(result.stdout.splitlines()[0])
+    assert verdict["action"] == "stop", verdict
+    assert "Jupyter unreachable" in verdict["reason"]
+    assert marker.exists(), result.stderr
+
+
+def fake_tools(folder: Path, apt_failures: int) -> Path:
+    """dpkg says git is missing; apt-get fails `apt_failures` times on the dpkg lock first."""
+    folder.mkdir()
+    (folder / "dpkg").write_text('#!/bin/sh\n[ "$2" = git ] && exit 1\nexit 0\n')
+    (folder / "apt-get").write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> "{folder}/apt-calls"\n'
+        f'n=$(wc -l < "{folder}/apt-calls")\n'
+        f'if [ "$n" -le {apt_failures} ]; then\n'
+        '  echo "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 812 (unattended-upgr)" >&2\n'
+        "  exit 100\nfi\nexit 0\n"
+    )
+    for tool in ("dpkg", "apt-get"):
+        (folder / tool).chmod(0o755)
+    return folder
+
+
+def test_a_dpkg_lock_held_by_unattended_upgrades_is_waited_for_and_retried(
+    tmp_path, monkeypatch
+) -> None:
+    tools = fake_tools(tmp_path / "bin", apt_failures=2)
+    monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin")
+    monkeypatch.setenv("JOD_RETRY_SECONDS", "0.01")
+    boot.ensure_packages()
+    calls = (tools / "apt-calls").read_text().splitlines()
+    assert len(calls) == 4  # update fails twice, then update and install
+    assert all("DPkg::Lock::Timeout=300" in call for call in calls)
+    assert calls[-1].endswith("install -y -q git")
+
+
+def test_an_install_that_keeps_failing_exits_non_zero_and_says_why(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    tools = fake_tools(tmp_path / "bin", apt_failures=100)
+    config = tmp_path / "config.env"
+    config.write_text("IDLE_MINUTES=40\n")
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "requirements.txt").write_text("jupyterlab\n")
+    for key, value in {
+        "PATH": f"{tools}:/usr/bin:/bin",
+        "JOD_RETRY_SECONDS": "0.01",
+        "JOD_CONFIG": str(config),
+        "JOD_APP_DIR": str(app),
+        "JOD_STATE_DIR": str(tmp_path / "state"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    assert boot.main(["install"]) == 1
+    assert "BOOT FAILED (install)" in caplog.text
+    assert "Could not get lock" in caplog.text
+    assert len((tools / "apt-calls").read_text().splitlines()) == 4  # four tries, then it gives up
+    assert not (tmp_path / "state" / "installed").exists()  # so the next boot installs again
+
+
+def test_an_installed_instance_returns_at_once_and_a_changed_requirement_reinstalls(
+    tmp_path, monkeypatch
+) -> None:
+    app = tmp_path / "app"
+    (app / "venv" / "bin").mkdir(parents=True)
+    (app / "venv" / "bin" / "python").write_text("")
+    (app / "requirements.txt").write_text("jupyterlab==4.6.6\n")
+    config = tmp_path / "config.env"
+    config.write_text("IDLE_MINUTES=40\n")
+    tools = fake_tools(tmp_path / "bin", apt_failures=100)  # any apt call would fail the step
+    for key, value in {
+        "PATH": f"{tools}:/usr/bin:/bin",
+        "JOD_RETRY_SECONDS": "0.01",
+        "JOD_CONFIG": str(config),
+        "JOD_APP_DIR": str(app),
+        "JOD_STATE_DIR": str(tmp_path / "state"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    paths = boot.Paths.from_env()
+    paths.state.mkdir()
+    paths.install_stamp.write_text(boot.venv_inputs(paths, {}))
+    assert boot.main(["install"]) == 0
+    assert not (tools / "apt-calls").exists()
+    (app / "requirements.txt").write_text("jupyterlab==4.7.0\n")
+    assert boot.main(["install"]) == 1  # it reinstalls (here: apt fails)
+    assert (tools / "apt-calls").exists()
+
+
+def test_a_python_older_than_3_9_is_refused_with_a_clear_message(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(sys, "version_info", (3, 8, 10, "final", 0))
+    assert boot.main(["install"]) == 1
+    assert "needs Python 3.9 or newer" in caplog.text
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(BOOTSTRAP / name)
+    return parser
+
+
+def words(parser: configparser.ConfigParser, section: str, key: str) -> set[str]:
+    return set(parser.get(section, key, fallback="").split())
+
+
+def test_at_shutdown_jupyter_stops_first_then_the_flush_runs_then_the_network_goes() -> None:
+    """systemd.unit(5): units are stopped in the reverse order of Before=/After=. The flush unit
+    runs its ExecStop at shutdown, so it must start before Jupyter (stop after it) and after
+    the network targets (stop before the network goes down)."""
+    flush = unit("jupyter-on-demand-autosave-flush.service")
+    assert "jupyter-on-demand.service" in words(flush, "Unit", "Before")
+    assert {"network-online.target", "network.target"} <= words(flush, "Unit", "After")
+    assert "jupyter-on-demand.service" not in words(flush, "Unit", "After")
+    assert flush.get("Service", "ExecStop").endswith("flush --repo /home/jupyter/work --timeout 60")
+    jupyter = unit("jupyter-on-demand.service")
+    assert "jupyter-on-demand-autosave-flush.service" not in words(jupyter, "Unit", "Before")
+
+
+def test_the_idle_timer_depends_on_nothing_and_the_install_unit_runs_at_every_boot() -> None:
+    timer = unit("jupyter-on-demand-idle.timer")
+    assert timer.get("Install", "WantedBy") == "timers.target"
+    assert timer.get("Timer", "OnUnitActiveSec") == "30s"
+    idle = unit("jupyter-on-demand-idle.service")
+    assert set(idle["Unit"]) == {"Description"}
+    install = unit("jupyter-on-demand-install.service")
+    assert install.get("Install", "WantedBy") == "multi-user.target"
+    assert install.get("Service", "ExecStart").startswith("/usr/bin/python3 ")
+    # cloud-final.service is After=multi-user.target, which wants this unit: ordering it after
+    # cloud-final makes a cycle, and systemd drops the install job (seen in the VM test).
+    assert "cloud-final.service" not in words(install, "Unit", "After")
+    secrets = unit("jupyter-on-demand-secrets.service")
+    assert "jupyter-on-demand-install.service" in words(secrets, "Unit", "After")
