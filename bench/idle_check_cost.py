@@ -1,10 +1,10 @@
-"""Idle checker: CPU and memory of one cron run on a busy machine, and the stop's delay.
+"""Idle checker: CPU and memory of one timer run on a busy machine, and the stop's delay.
 
 Baseline in the same run: `python3 -c pass`, measured the same way (CPU from os.wait4, peak RSS
 from the child's own VmHWM, see peak_rss.py). The machine is made "training-like": a real Jupyter with a kernel in a CPU loop and a
 terminal running a job, so the checker walks /proc, asks Jupyter and finds activity.
 
-Stop delay: cron runs the checker every 30 s (idle-check.cron), so a deadline falls at a random
+Stop delay: a systemd timer runs the checker every 30 s (jupyter-on-demand-idle.timer), so a deadline falls at a random
 point between two runs; the stop comes at the next run plus that run's duration. Measured over runs placed at
 random phases (bounded count), with each run's real duration.
 """
@@ -27,7 +27,7 @@ from demo.jupyter import running_jupyter
 from tests.support.kernels import execute, start_terminal, terminal_input
 
 RUNS = 15
-CRON_PERIOD = 30.0  # idle-check.cron runs the checker every 30 s
+CRON_PERIOD = 30.0  # jupyter-on-demand-idle.timer runs the checker every 30 s
 
 
 def measure(command: list[str], folder: Path) -> tuple[float, float, float]:
@@ -65,7 +65,7 @@ def main() -> dict[str, float]:
             runs = []
             for _ in range(RUNS):
                 state_data = state.read_text()
-                # A cron run 30 s after the previous one: age the CPU sample accordingly.
+                # A timer run 30 s after the previous one: age the CPU sample accordingly.
                 import json
 
                 data = json.loads(state_data)

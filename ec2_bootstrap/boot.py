@@ -96,6 +96,19 @@ def ensure_user(paths: Paths) -> None:
         run("usermod", "-aG", group, paths.user)
 
 
+def deny_scheduled_jobs(paths: Paths) -> None:
+    """The service user may not schedule jobs (cron, at): nothing a notebook leaves behind may
+    run after a reboot with no process to see, such as a job that fakes activity."""
+    for name in ("cron.deny", "at.deny"):
+        deny = paths.system_etc / name
+        current = (read_regular(deny) or b"").decode()
+        if paths.user not in current.split():
+            mode = os.lstat(deny).st_mode & 0o777 if deny.exists() else 0o644
+            write_file(deny, current + ("" if current.endswith("\n") or not current else "\n")
+                       + f"{paths.user}\n", mode)  # fmt: skip
+            logger.info("%s may not schedule jobs (%s)", paths.user, deny)
+
+
 def ensure_state_dirs(paths: Paths) -> None:
     """Root's state folder is root's (an older layout gave it to the service user); Jupyter
     records activity in a folder of its own inside it."""
@@ -154,6 +167,7 @@ def install_step(paths: Paths) -> None:
         return
     ensure_packages()
     ensure_user(paths)
+    deny_scheduled_jobs(paths)
     ensure_state_dirs(paths)
     ensure_venv(paths, config)
     run(str(paths.venv_python), str(paths.app / "boot.py"), "sync")

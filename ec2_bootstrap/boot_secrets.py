@@ -187,11 +187,10 @@ def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
             paths.repo.mkdir(parents=True, exist_ok=True)
             git("init", "-q", "-b", "main", str(paths.repo))
             in_repo("remote", "add", "origin", url)
-    try:
-        in_repo("rev-parse", "-q", "--verify", "HEAD")
-        return  # it has commits: never touch it
-    except BootError:
-        pass  # an empty clone: initialise it below
+    if in_repo("for-each-ref", "--count=1").strip():
+        # It has a branch or tag: a person's repository. Never touch it, even on an unborn
+        # branch (`git checkout --orphan` makes HEAD unborn in a repository with history).
+        return
     import git_autosave
 
     for name, content in (("README.md", README), (".gitignore", git_autosave.DEFAULT_GITIGNORE)):
@@ -199,7 +198,7 @@ def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
             (paths.repo / name).write_text(content)
     in_repo("symbolic-ref", "HEAD", "refs/heads/main")
     in_repo("add", "README.md", ".gitignore")
-    in_repo("commit", "-q", "-m", "Initialise the team repository")
+    in_repo("commit", "-q", "-m", "Initialise the team repository", "--", "README.md", ".gitignore")
     logger.info("initialised the empty repository with a README and a .gitignore")
     try:
         in_repo("push", "-q", "origin", "HEAD:refs/heads/main", timeout=300)
@@ -208,11 +207,18 @@ def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
 
 
 def repo_step(paths: Paths) -> None:
+    """git settings, then the clone. A failure of either is logged and Jupyter still starts on
+    the folder (a teammate's broken ~/.gitconfig must not lock the team out of Jupyter)."""
     if owner_ids(paths.user) not in (None, (os.geteuid(), os.getegid())):
         raise BootError(f"`boot.py repo` runs as {paths.user}, not as root")
     config = read_config(paths.config)
-    configure_git(paths, config)
-    ensure_repo(paths, config)
+    for what, step in (("the git settings", configure_git), ("the repository", ensure_repo)):
+        try:
+            step(paths, config)
+        except BootError as error:
+            logger.error("could not set up %s (%s); Jupyter starts, autosave may not work", what,
+                         error)  # fmt: skip
+    paths.repo.mkdir(parents=True, exist_ok=True)  # Jupyter's root folder
 
 
 # --- Ready signal (root) ----------------------------------------------------------------------

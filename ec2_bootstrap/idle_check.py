@@ -179,6 +179,7 @@ class Options:
     stuck_starting_seconds: float = 600
     warn_seconds: float = WARN_SECONDS
     boot_grace_seconds: float = 30 * 60
+    heartbeat_file: Path | None = None
     api_deadline_seconds: float = 30
 
 
@@ -267,8 +268,8 @@ class Checker:
         tree = set().union(*(descendants(self.procs, root) for root in roots)) if roots else set()
         return sum(usage.get(pid, 0.0) for pid in tree)
 
-    def terminal_jobs(self, pids: set[int]) -> list[str]:
-        """Shells whose terminal runs a foreground job (the tty's foreground group isn't the shell's)."""
+    def terminal_jobs(self, pids: set[int]) -> list[Proc]:
+        """Foreground jobs of terminals (a shell whose tty's foreground group isn't its own)."""
         jobs = []
         for pid in pids:
             proc = self.procs.get(pid)
@@ -280,8 +281,30 @@ class Checker:
             if is_session_shell and proc.tpgid != proc.pgrp:
                 job = next((p for p in self.procs.values() if p.pgrp == proc.tpgid), None)
                 if job is not None:
-                    jobs.append(f"{job.cmdline[:60]} (pid {job.pid})")
-        return sorted(jobs)
+                    jobs.append(job)
+        return sorted(jobs, key=lambda job: job.pid)
+
+    def observe_terminal_jobs(
+        self, seen: Observation, pids: set[int], usage: dict[int, float]
+    ) -> None:
+        """A job counts, but not one at ~0% CPU for --stuck-busy-minutes: a REPL or an editor left
+        open in a forgotten terminal must not bill a GPU forever (a kernel gets the same rule)."""
+        job_since = self.state.get("job_since", {})
+        current = {}
+        for job in self.terminal_jobs(pids):
+            label = f"{job.cmdline[:60]} (pid {job.pid})"
+            key = f"{job.pid}:{job.start}"
+            since = parse_time(job_since.get(key)) or self.now
+            current[key] = since.isoformat()
+            age = (self.now - since).total_seconds()
+            cpu = sum(usage.get(p.pid, 0.0) for p in self.procs.values() if p.pgrp == job.pgrp)
+            if age >= self.o.stuck_busy_seconds and cpu < self.o.cpu_percent:
+                seen.notes.append(
+                    f"terminal job {label} for {age / 3600:.1f} h at {cpu:.0f}% CPU: ignored"
+                )
+                continue
+            seen.active.append(f"terminal job {label}")
+        self.state["job_since"] = current
 
     def tty_input(self, pids: set[int]) -> datetime | None:
         """Last input on the terminals of user processes (the tty device's access time)."""
@@ -396,7 +419,7 @@ class Checker:
                     f"process {self.procs[pid].cmdline[:60]} (pid {pid}) at {percent:.0f}% CPU"
                 )
                 break
-        seen.active += [f"terminal job {job}" for job in self.terminal_jobs(pids)]
+        self.observe_terminal_jobs(seen, pids, usage)
         seen.active += self.gpus_busy()
         if self.o.activity_file is not None:
             self.observe_activity_file(seen, self.o.activity_file)
@@ -557,6 +580,7 @@ def instance_defaults(paths: Paths) -> dict[str, Any]:
         "idle_minutes": idle_minutes,
         "state_file": paths.idle_state,
         "activity_file": paths.activity,
+        "heartbeat_file": paths.idle_heartbeat,
         "flush_command": flush,
         "insecure": True,
     }
@@ -574,6 +598,9 @@ def parse_args(argv: list[str] | None) -> Options:
         "--state-file", type=Path, default=Path("/var/lib/jupyter-on-demand/idle-state.json")
     )
     parser.add_argument("--activity-file", type=Path, default=None)
+    parser.add_argument(
+        "--heartbeat-file", type=Path, default=None, help="touched after each run (the fail-safe)"
+    )
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--stop-command", default="shutdown -h now")
     parser.add_argument(
@@ -619,6 +646,7 @@ def parse_args(argv: list[str] | None) -> Options:
         stuck_busy_seconds=args.stuck_busy_minutes * 60,
         stuck_starting_seconds=args.stuck_starting_minutes * 60,
         boot_grace_seconds=args.boot_grace_minutes * 60,
+        heartbeat_file=args.heartbeat_file,
     )
 
 
@@ -634,6 +662,11 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("%s: %s", result["action"], result["reason"])
     checker.save_state()
     print(json.dumps(result), flush=True)
+    if options.heartbeat_file is not None:  # this run completed: the fail-safe stands down
+        try:
+            write_file(options.heartbeat_file, result["time"], 0o644)
+        except OSError:
+            logger.exception("could not touch %s", options.heartbeat_file)
     checker.act(result)
     return 0
 

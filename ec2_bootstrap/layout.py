@@ -1,19 +1,9 @@
-"""Where things live on the instance, and the few safe file helpers every root step uses.
+"""Where things live on the instance (Paths, every path overridable by a JOD_* variable), and
+the safe file helpers of the root steps. Shipped in user_data: standard library, Python 3.9+.
 
-Shipped in user_data with boot.py and idle_check.py: standard library only, Python 3.9+ (the
-system Python of the AMIs runs it before any venv exists).
-
-Ownership is the security boundary. A notebook user runs code as the `jupyter` user, so root
-never reads, writes, chmods or chowns through a path that user can change:
-  /etc/jupyter-on-demand/              root 0755   config.env (root 0644)
-  /etc/jupyter-on-demand/secrets/      root:jupyter 0750   jupyter.env, git-credentials (0640)
-  /etc/jupyter-on-demand/tls/          root:jupyter 0750   jupyter.crt (0644), jupyter.key (0640)
-  /var/lib/jupyter-on-demand/          root 0755   idle-state.json, installed (root's state)
-  /var/lib/jupyter-on-demand/jupyter/  jupyter 0700   activity.json (written by Jupyter; root
-                                                      reads it only through `read_regular`)
-  /opt/jupyter-on-demand/              root 0755   the code and the venv
-  /home/jupyter/work                   jupyter     the clone; root touches it only as `jupyter`
-Every path can be overridden with a JOD_* environment variable (tests, the demo).
+Ownership is the security boundary (README "Security"): root writes only in folders only root
+can write, never through a path the `jupyter` user can change, and reads the one file of that
+user it needs (the activity file) with `read_regular`.
 """
 
 from __future__ import annotations
@@ -51,6 +41,8 @@ class Paths:
     home: Path
     repo: Path
     systemd: Path
+    run: Path
+    system_etc: Path
     user: str
 
     @property
@@ -89,6 +81,11 @@ class Paths:
     def activity(self) -> Path:
         return self.user_state / "activity.json"
 
+    @property
+    def idle_heartbeat(self) -> Path:
+        """Touched after each completed idle check; idle-failsafe.sh reads its age."""
+        return self.run / "idle-ok"
+
     @classmethod
     def from_env(cls) -> Paths:
         env = os.environ
@@ -106,6 +103,8 @@ class Paths:
             home=home,
             repo=Path(env.get("JOD_REPO_DIR", str(home / "work"))),
             systemd=Path(env.get("JOD_SYSTEMD_DIR", "/etc/systemd/system")),
+            run=Path(env.get("JOD_RUN_DIR", "/run/jupyter-on-demand")),
+            system_etc=Path(env.get("JOD_SYSTEM_ETC", "/etc")),
             user=user,
         )
 

@@ -66,19 +66,20 @@ locals {
     READY_TAG              = local.ready_tag
   }
 
-  # The instance code. EC2 caps user_data at 16 KB even gzipped, and ec2_bootstrap/ is ~90 KB
-  # (27 KB gzipped), so user_data carries only the idle stop, the installer and the config; the
+  # The instance code. EC2 caps user_data at 16 KB even gzipped, and ec2_bootstrap/ is ~120 KB
+  # (35 KB gzipped), so user_data carries only the idle stop, the installer and the config; the
   # whole folder travels as a gzipped bundle in free Standard SSM parameters of
   # 4 KB each, which boot.py fetches at first boot and again at every boot, so a code change
   # reaches the instance at its next wake without touching user_data or the disk.
   bootstrap_dir              = "${path.module}/../ec2_bootstrap"
   bootstrap_parameter_prefix = "/${var.name_prefix}/bootstrap"
-  bootstrap_bundle           = base64gzip(jsonencode({ for name in fileset(local.bootstrap_dir, "{*.py,*.service,*.timer,*.txt}") : name => file("${local.bootstrap_dir}/${name}") }))
+  bootstrap_bundle           = base64gzip(jsonencode({ for name in fileset(local.bootstrap_dir, "{*.py,*.sh,*.service,*.timer,*.txt}") : name => file("${local.bootstrap_dir}/${name}") }))
   bootstrap_chunks           = [for offset in range(0, length(local.bootstrap_bundle), 4000) : substr(local.bootstrap_bundle, offset, 4000)]
 
-  # user_data: the idle stop first (its timer and checker, standard library only), then the
-  # installer; the rest comes from the bundle. tests/infrastructure/terraform.py USER_DATA_FILES.
-  user_data_files = ["boot.py", "layout.py", "idle_check.py", "requirements.txt"]
+  # user_data: the idle stop first (its timer and the bash fail-safe, which stops the machine
+  # while the checker can't run), then the installer; the rest, the checker included, comes from
+  # the bundle. tests/infrastructure/terraform.py USER_DATA_FILES mirrors these lists.
+  user_data_files = ["boot.py", "layout.py", "idle-failsafe.sh", "requirements.txt"]
   user_data_units = ["jupyter-on-demand-idle.service", "jupyter-on-demand-idle.timer", "jupyter-on-demand-install.service"]
   user_data = templatefile("${local.bootstrap_dir}/cloud-init.yaml.tftpl", {
     files  = { for name in local.user_data_files : name => file("${local.bootstrap_dir}/${name}") }

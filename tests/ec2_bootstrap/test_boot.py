@@ -264,3 +264,28 @@ def test_ready_tags_the_instance_once_jupyter_answers_and_starts_the_idle_clock(
     assert handler.is_ready(instance)
     state = json.loads((paths.state / "idle-state.json").read_text())
     assert state["boot_id"] == idle_check.boot_id() and state["reason"] == "Jupyter ready"
+
+
+def test_an_orphan_branch_a_person_started_is_never_switched_committed_or_pushed(
+    ssm, paths, remote
+) -> None:
+    assert boot.main(["secrets"]) == 0
+    main_before = remote.head()
+    git = ["git", "-C", str(paths.repo)]
+    subprocess.run([*git, "checkout", "-q", "--orphan", "clean-start"], check=True)
+    subprocess.run([*git, "rm", "-rfq", "."], check=True)
+    assert boot.main(["secrets"]) == 0  # the next boot
+    head = subprocess.run([*git, "symbolic-ref", "HEAD"], capture_output=True, text=True)
+    assert head.stdout.strip() == "refs/heads/clean-start"
+    assert remote.head() == main_before
+    assert subprocess.run([*git, "ls-files"], capture_output=True, text=True).stdout == ""
+
+
+def test_a_broken_gitconfig_is_logged_and_never_keeps_jupyter_from_starting(
+    ssm, paths, remote, caplog
+) -> None:
+    assert boot.main(["secrets"]) == 0
+    (paths.home / ".gitconfig").write_text("[user\n\tname = broken\n")  # a teammate's typo
+    assert boot.main(["secrets"]) == 0
+    assert paths.jupyter_env.exists()
+    assert "could not set up the git settings" in caplog.text

@@ -106,6 +106,29 @@ def test_a_terminal_running_a_cpu_loop_is_active(jupyter, tmp_path) -> None:
     assert "terminal job" in decision["reason"] or "CPU" in decision["reason"]
 
 
+def test_a_repl_left_open_in_a_terminal_past_the_cap_at_zero_cpu_is_idle(jupyter, tmp_path) -> None:
+    state = tmp_path / "state.json"
+    terminal_input(jupyter, start_terminal(jupyter), "python3 -q\r")  # waits at its >>> prompt
+    time.sleep(2)
+    first = check(jupyter, state, "--stuck-busy-minutes", "0.05")
+    assert first["idle"] is False and "python3 -q (pid" in first["reason"]
+    settle()
+    decision = check(jupyter, state, "--stuck-busy-minutes", "0.05")
+    assert decision["idle"] is True and decision["action"] == "would-stop"
+    assert "python3 -q (pid" in decision["reason"] and "ignored" in decision["reason"]
+
+
+def test_a_training_loop_in_a_terminal_past_the_cap_is_still_active(jupyter, tmp_path) -> None:
+    state = tmp_path / "state.json"
+    terminal_input(jupyter, start_terminal(jupyter), "python3 -c 'while True: pass'\r")
+    time.sleep(2)
+    check(jupyter, state, "--stuck-busy-minutes", "0.05")
+    settle()
+    decision = check(jupyter, state, "--stuck-busy-minutes", "0.05")
+    assert decision["idle"] is False
+    assert "python3 -c" in decision["reason"]
+
+
 def test_a_terminal_idle_at_its_prompt_is_idle(jupyter, tmp_path) -> None:
     terminal_input(jupyter, start_terminal(jupyter), "echo hello\r")
     settle()

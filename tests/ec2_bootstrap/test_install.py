@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +201,84 @@ def test_the_idle_timer_depends_on_nothing_and_the_install_unit_runs_at_every_bo
     assert "cloud-final.service" not in words(install, "Unit", "After")
     secrets = unit("jupyter-on-demand-secrets.service")
     assert "jupyter-on-demand-install.service" in words(secrets, "Unit", "After")
+
+
+FAILSAFE = BOOTSTRAP / "idle-failsafe.sh"
+
+
+def run_failsafe(
+    tmp_path: Path,
+    result: str,
+    *,
+    heartbeat_age: float | None,
+    boot_step: bool = False,
+    idle_minutes: int = 40,
+) -> subprocess.CompletedProcess[str]:
+    """The fail-safe as systemd runs it after a check ($SERVICE_RESULT), with `shutdown` and
+    `pgrep` replaced by recorders."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "shutdown").write_text(f'#!/bin/sh\necho "$*" > "{tmp_path}/shutdown"\n')
+    (bin_dir / "pgrep").write_text(f"#!/bin/sh\nexit {0 if boot_step else 1}\n")
+    for tool in ("shutdown", "pgrep"):
+        (bin_dir / tool).chmod(0o755)
+    config = tmp_path / "config.env"
+    config.write_text(f"IDLE_MINUTES={idle_minutes}\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    heartbeat = run_dir / "idle-ok"
+    heartbeat.unlink(missing_ok=True)
+    if heartbeat_age is not None:
+        heartbeat.write_text("")
+        when = time.time() - heartbeat_age
+        os.utime(heartbeat, (when, when))
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "SERVICE_RESULT": result,
+        "JOD_CONFIG": str(config),
+        "JOD_RUN_DIR": str(run_dir),
+        "JOD_BOOT_GRACE_SECONDS": "999999999",  # this machine's uptime is whatever it is
+    }
+    return subprocess.run(
+        ["bash", str(FAILSAFE)], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("result", "heartbeat_age", "boot_step", "stops"),
+    [
+        ("success", None, False, False),  # the checker decides
+        ("exit-code", 45 * 60, False, True),  # failing for longer than the idle time
+        ("timeout", 45 * 60, False, True),  # a hang its unit's timeout killed
+        ("exit-code", 10 * 60, False, False),  # failing, but a check completed 10 min ago
+        ("exit-code", None, True, False),  # not installed yet, a boot step runs: it waits
+    ],
+    ids=["checker-ok", "failing-45-min", "hung-45-min", "failing-10-min", "first-install"],
+)
+def test_the_failsafe_stops_the_machine_once_no_check_completed_for_the_idle_time(
+    tmp_path, result: str, heartbeat_age: float | None, boot_step: bool, stops: bool
+) -> None:
+    outcome = run_failsafe(tmp_path, result, heartbeat_age=heartbeat_age, boot_step=boot_step)
+    assert outcome.returncode == 0, outcome.stderr
+    assert (tmp_path / "shutdown").exists() is stops, outcome.stdout
+    if stops:
+        assert (tmp_path / "shutdown").read_text().strip() == "-h now"
+
+
+def test_the_failsafe_counts_from_boot_when_no_check_ever_completed(tmp_path) -> None:
+    """No heartbeat since boot (the checker never arrived): the idle time counts from boot."""
+    up_minutes = int(float(Path("/proc/uptime").read_text().split()[0]) // 60)
+    if up_minutes < 2:
+        pytest.fail("this machine booted less than 2 minutes ago; run the test again")
+    before = run_failsafe(tmp_path, "exit-code", heartbeat_age=None, idle_minutes=up_minutes + 5)
+    assert not (tmp_path / "shutdown").exists(), before.stdout
+    after = run_failsafe(tmp_path, "exit-code", heartbeat_age=None, idle_minutes=up_minutes - 1)
+    assert (tmp_path / "shutdown").exists(), after.stdout
+
+
+def test_a_completed_check_touches_the_heartbeat_the_failsafe_reads(layout_env, tmp_path) -> None:
+    layout_env["JOD_RUN_DIR"] = str(tmp_path / "run")
+    result = bare_idle_check(layout_env, tmp_path / "stopped")
+    assert result.returncode == 0, result.stderr
+    heartbeat = tmp_path / "run" / "idle-ok"
+    assert time.time() - heartbeat.stat().st_mtime < 60

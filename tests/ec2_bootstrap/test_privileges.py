@@ -155,6 +155,8 @@ def instance(notebook_user, venv_python) -> Iterator[Instance]:
         "JOD_USER": USER,
         "JOD_SYSTEMD_DIR": str(root / "systemd"),
         "JOD_SYSTEMCTL": "true",
+        "JOD_SYSTEM_ETC": str(root / "system-etc"),
+        "JOD_RUN_DIR": str(root / "run"),  # cron.deny and at.deny, not this machine's
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     }
     saved = dict(os.environ)
@@ -179,6 +181,7 @@ def root_written(paths: Paths) -> list[Path]:
         paths.keyfile,
         paths.idle_state,
         paths.install_stamp,
+        paths.idle_heartbeat,
         paths.app / "boot.py",
         paths.app / "idle_check.py",
         paths.systemd / "jupyter-on-demand-idle.service",
@@ -268,6 +271,15 @@ def test_root_fixes_a_state_folder_an_older_layout_gave_to_the_user(instance) ->
     info = instance.paths.state.stat()
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o755)
     assert instance.paths.user_state.stat().st_uid == user.pw_uid
+
+
+def test_the_notebook_user_may_not_schedule_jobs_that_outlive_a_reboot(instance) -> None:
+    system_etc = instance.root / "system-etc"
+    system_etc.mkdir()
+    (system_etc / "at.deny").write_text("daemon\nnobody\n")
+    first_boot(instance)
+    assert (system_etc / "cron.deny").read_text().split() == [USER]
+    assert (system_etc / "at.deny").read_text().split() == ["daemon", "nobody", USER]
 
 
 def write_state(instance: Instance, idle_for: timedelta) -> None:

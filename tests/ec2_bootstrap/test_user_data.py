@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -66,27 +68,28 @@ def test_user_data_starts_the_idle_stop_first_then_the_retried_install_unit(
     ]
 
 
-def test_the_idle_stop_in_user_data_needs_only_the_standard_library() -> None:
-    """The idle checker and what it imports run on the system Python before any venv exists."""
-    import ast
-    import sys
+def imported_modules(nodes: list[ast.stmt] | ast.AST) -> set[str]:
+    found = set()
+    for node in nodes if isinstance(nodes, list) else ast.walk(nodes):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add((node.module or "").split(".")[0])
+    return found
 
-    for name in ("idle_check.py", "layout.py"):
+
+def test_what_runs_on_the_system_python_needs_only_the_standard_library() -> None:
+    """user_data's installer runs before any venv exists (its boto3 is imported inside the
+    functions that run in the venv); the idle checker always runs on the system Python."""
+    ours = {"layout", "__future__", "boot_secrets"}
+    for name, scope in (("boot.py", "module"), ("layout.py", "all"), ("idle_check.py", "all")):
         tree = ast.parse((BOOTSTRAP / name).read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import | ast.ImportFrom):
-                modules = (
-                    [alias.name for alias in node.names]
-                    if isinstance(node, ast.Import)
-                    else [node.module or ""]
-                )
-                for module in modules:
-                    top = module.split(".")[0]
-                    assert top in sys.stdlib_module_names or top in ("layout", "__future__"), (
-                        f"{name} imports {module}"
-                    )
+        modules = imported_modules(tree.body if scope == "module" else tree)
+        outside = {m for m in modules if m not in sys.stdlib_module_names and m not in ours}
+        assert not outside, f"{name} imports {outside}"
     service = (BOOTSTRAP / "jupyter-on-demand-idle.service").read_text()
     assert "ExecStart=/usr/bin/python3 /opt/jupyter-on-demand/idle_check.py --instance" in service
+    assert "ExecStopPost=/bin/bash /opt/jupyter-on-demand/idle-failsafe.sh" in service
     for dependency in ("Requires=", "After=", "EnvironmentFile=", "/venv/"):
         assert dependency not in service, dependency
 

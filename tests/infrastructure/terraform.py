@@ -22,7 +22,7 @@ BOOTSTRAP = ROOT / "ec2_bootstrap"
 TFVARS_EXAMPLE = ROOT / "terraform.tfvars.example"
 TEMPLATE = BOOTSTRAP / "cloud-init.yaml.tftpl"
 # The files of ec2_bootstrap/ that user_data ships; locals.tf uses the same fileset() pattern.
-BOOTSTRAP_FILESET = "{*.py,*.service,*.timer,*.txt}"
+BOOTSTRAP_FILESET = "{*.py,*.sh,*.service,*.timer,*.txt}"
 
 META_ARGUMENTS = {
     "count",
@@ -101,7 +101,7 @@ def tfvars_example() -> dict[str, Any]:
 
 
 # What user_data ships (locals.tf user_data_files and user_data_units).
-USER_DATA_FILES = ("boot.py", "layout.py", "idle_check.py", "requirements.txt")
+USER_DATA_FILES = ("boot.py", "layout.py", "idle-failsafe.sh", "requirements.txt")
 USER_DATA_UNITS = (
     "jupyter-on-demand-idle.service",
     "jupyter-on-demand-idle.timer",
