@@ -8,13 +8,20 @@ One `Repo.sync()` under the lock file `.git/jod-autosave.lock`:
    the branches, the user's index and the work tree are not touched. The work tree is saved
    through a separate index (`.git/jod-autosave.index`) as a commit on the side branch
    `autosave/<host>`, which is pushed; the status file says `waiting` and why.
-2. Normal state: everything is staged (but files over the size limit and repositories nested in
-   the work folder) and committed on the home branch with plumbing: the branch moves only by
-   compare-and-swap from the commit the snapshot was based on, never through a detached HEAD.
+2. Normal state: everything is staged (but what autosave_scope.py leaves out: files over the
+   size limit, even staged by a person; repositories nested in the work folder; virtualenvs) and
+   committed on the home branch with plumbing: the branch moves only by compare-and-swap from the
+   commit the snapshot was based on, never through a detached HEAD.
 3. Push. When the remote moved ahead, the two are merged without `git merge` or `git rebase`:
    `merge-tree --write-tree`, `commit-tree`, then `read-tree -m -u` (git's own fast-forward
    checkout, which refuses when a file it would change was changed here) and a compare-and-swap
    of the branch. A conflict, a refusal or an older git pushes the work to `autosave/<host>`.
+   The side branch is never force-pushed: commits someone else pushed to it (a resolution made on
+   GitHub) are fetched and merged in, so they stay in its history and in its files.
+   A push the remote refuses for good (a pre-receive hook, GitHub's file or pack size limits)
+   raises PushRefused, whose message says what to do; the status file keeps it in `last_error`.
+Every git runs under a deadline and is stopped with SIGTERM first (autosave_run.py), so it
+removes its own lock files.
 """
 
 from __future__ import annotations
@@ -34,28 +41,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from autosave_run import GitError, PushRefused, push_failed, redact, run_git
+from autosave_scope import (  # noqa: F401  (DEFAULT_*: re-exported for git_autosave and boot)
+    DEFAULT_EXCLUDES,
+    DEFAULT_GITIGNORE,
+    LeftOut,
+    empty_tree,
+    ensure_excludes,
+    left_out,
+    without_oversized,
+)
+from autosave_side import SideBranch
+
 logger = logging.getLogger("jupyter_on_demand.autosave")
 
-DEFAULT_EXCLUDES = (
-    ".ipynb_checkpoints/",
-    "__pycache__/",
-    ".venv/",
-    "venv/",
-    ".virtualenv/",
-    "env/",
-    ".env",
-    ".env.*",
-    ".Trash-*/",
-)
-DEFAULT_GITIGNORE = (
-    "\n".join(["# Added by jupyter-on-demand; edit freely.", *DEFAULT_EXCLUDES]) + "\n"
-)
 LOCK_FILE = "jod-autosave.lock"
 SIDE_INDEX = "jod-autosave.index"
 STATUS_FILE = "autosave-status.json"
 INDEX_LOCK_GRACE = 2.0  # seconds a live git gets to release .git/index.lock before it counts
-CREDENTIALS_IN_URL = re.compile(r"(://)[^/@\s:]+:[^/@\s]+@")
-REJECTED = re.compile(r"\[rejected\]|non-fast-forward|fetch first")
 OBJECT_ID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
@@ -76,10 +79,6 @@ IN_PROGRESS = (
 )  # fmt: skip
 
 
-def redact(text: str) -> str:
-    return CREDENTIALS_IN_URL.sub(r"\1***@", text)
-
-
 def utcnow() -> str:
     # timezone.utc, not datetime.UTC: the instance's venv may be Python 3.10.
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -96,10 +95,6 @@ def host_name() -> str:
     return name.removesuffix(".lock") or "instance"
 
 
-class GitError(Exception):
-    pass
-
-
 class Blocked(Exception):
     """The repository went into a blocked state while a commit or merge was being prepared."""
 
@@ -114,6 +109,13 @@ class Outcome:
     conflict: str | None = None  # why the work could not go to home
     skipped: list[str] = field(default_factory=list)  # over the size limit
     nested: list[str] = field(default_factory=list)  # repositories inside the work folder
+    virtualenvs: list[str] = field(default_factory=list)  # not backed up
+    excluded: list[str] = field(default_factory=list)  # hidden by autosave's own excludes
+
+    @classmethod
+    def of(cls, home: str, pushed_to: str, left: LeftOut, **why: str | None) -> Outcome:
+        left_out = {"skipped": left.big, "nested": left.nested, "virtualenvs": left.virtualenvs}
+        return cls(home, pushed_to, **why, **left_out, excluded=left.excluded)
 
 
 class Repo:
@@ -121,35 +123,40 @@ class Repo:
 
     def __init__(self, path: Path, max_bytes: int | None = None, remote: str = "origin") -> None:
         self.path = Path(path)
+        self.timeout = 120.0  # seconds one git command may take
         self.remote = remote
         self.max_bytes = max_bytes if max_bytes is not None else max_file_bytes()
+        self.git_dir = self.path  # where run() looks for lock files, until git names the git dir
         self.git_dir = Path(self.git("rev-parse", "--absolute-git-dir").strip())
         self.host = host_name()
-        self.left_out_last: tuple[list[str], list[str]] = ([], [])
+        self.side = SideBranch(self)
+        self.left_out_last = LeftOut()
 
     # --- plumbing --------------------------------------------------------------------------------
 
     def run(
-        self, *args: str, timeout: float = 120, index: Path | None = None
+        self,
+        *args: str,
+        timeout: float | None = None,
+        index: Path | None = None,
+        stdin_text: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """git in the work tree; `index` replaces the user's index (GIT_INDEX_FILE)."""
         env = {**os.environ, **GIT_ENV}
         if index is not None:
             env["GIT_INDEX_FILE"] = str(index)
-        return subprocess.run(
-            ["git", *args],
-            cwd=self.path,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
+        limit = self.timeout if timeout is None else timeout
+        return run_git(list(args), self.path, env, limit, self.git_dir, stdin_text)
 
     def git(
-        self, *args: str, check: bool = True, timeout: float = 120, index: Path | None = None
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float | None = None,
+        index: Path | None = None,
+        stdin_text: str | None = None,
     ) -> str:
-        result = self.run(*args, timeout=timeout, index=index)
+        result = self.run(*args, timeout=timeout, index=index, stdin_text=stdin_text)
         if check and result.returncode != 0:
             raise GitError(redact(f"git {args[0]}: {(result.stderr or result.stdout).strip()}"))
         return result.stdout
@@ -182,13 +189,7 @@ class Repo:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def ensure_excludes(self) -> None:
-        exclude = self.git_dir / "info" / "exclude"
-        exclude.parent.mkdir(parents=True, exist_ok=True)
-        current = exclude.read_text() if exclude.exists() else ""
-        missing = [line for line in DEFAULT_EXCLUDES if line not in current.splitlines()]
-        if missing:
-            with exclude.open("a") as handle:
-                handle.write("\n# jupyter-on-demand autosave\n" + "\n".join(missing) + "\n")
+        ensure_excludes(self.git_dir)
 
     # --- status ----------------------------------------------------------------------------------
 
@@ -252,50 +253,63 @@ class Repo:
 
     # --- staging ---------------------------------------------------------------------------------
 
-    def left_out(self, index: Path | None = None) -> tuple[list[str], list[str]]:
-        """(files over the size limit, repositories nested in the work folder), never staged.
+    def stage(self, index: Path | None = None, base: str | None = None) -> tuple[str, LeftOut]:
+        """`git add -A` but what autosave_scope leaves out; (the tree to commit, what was left out).
 
-        A nested repository is listed by ls-files as `path/` (untracked) or is a gitlink (mode
-        160000, tracked); `git add` would record only its commit, or fail when it has none.
+        A tracked file left out keeps its last staged version in the index. In the tree, a file
+        over the size limit that is staged anyway (a person's `git add`) keeps `base`'s version.
         """
-        listed = self.git(
-            "ls-files", "-z", "--others", "--modified", "--exclude-standard", index=index
+        left = left_out(self, index)
+        excludes = [f":(exclude,literal){name}" for name in left.not_staged]
+        self.git("add", "-A", "--", ".", *excludes, index=index)
+        staged = self.git("write-tree", index=index).strip()
+        tree, staged_big = without_oversized(self, staged, base)
+        self.report_left_out(left, staged_big)
+        left.big = sorted({*left.big, *staged_big})
+        self.write_status(
+            skipped=left.big,
+            not_backed_up=left.nested,
+            virtualenvs=left.virtualenvs,
+            excluded=left.excluded,
         )
-        big, nested = set(), set()
-        for name in filter(None, listed.split("\0")):
-            if name.endswith("/"):
-                nested.add(name.rstrip("/"))
-                continue
-            try:
-                if (self.path / name).lstat().st_size > self.max_bytes:
-                    big.add(name)
-            except OSError:
-                continue  # deleted since: `git add -A` records the deletion
-        for entry in self.git("ls-files", "-s", "-z", index=index).split("\0"):
-            if entry.startswith("160000 "):
-                nested.add(entry.split("\t", 1)[1])
-        return sorted(big - nested), sorted(nested)
+        self.left_out_last = left
+        return tree, left
 
-    def stage(self, index: Path | None = None) -> tuple[list[str], list[str]]:
-        """`git add -A` but what left_out() lists; a tracked one keeps its last staged version."""
-        big, nested = self.left_out(index)
-        for name in big:
+    def report_left_out(self, left: LeftOut, staged_big: list[str]) -> None:
+        limit = f"{self.max_bytes / 2**20:.3g} MB limit (GitHub refuses files over 100 MB)"
+        for name in left.big:
+            logger.warning("autosave skipped %s: larger than the %s", name, limit)
+        for name in sorted(set(staged_big) - set(left.big)):
             logger.warning(
-                "autosave skipped %s: larger than the %d MB limit (GitHub rejects files over 100 MB)",
+                "autosave skipped %s: the version staged with `git add` is larger than the %s, "
+                "and a push holding it would be refused, and every later one too. It stays "
+                "staged in your index; unstage it with `git restore --staged %s`",
                 name,
-                self.max_bytes // 2**20,
+                limit,
+                name,
             )
-        if nested:
+        if left.nested:
             logger.warning(
                 "autosave does NOT back up the files in %s: each is a git repository of its own "
                 "inside the work folder; commit and push inside it, or move it out of the folder",
-                ", ".join(f"{name}/" for name in nested),
+                ", ".join(f"{name}/" for name in left.nested),
             )
-        excludes = [f":(exclude,literal){name}" for name in (*big, *nested)]
-        self.git("add", "-A", "--", ".", *excludes, index=index)
-        self.write_status(skipped=big, not_backed_up=nested)
-        self.left_out_last = (big, nested)
-        return big, nested
+        if left.virtualenvs:
+            logger.warning(
+                "autosave does NOT back up %s: a virtualenv (it holds pyvenv.cfg or conda-meta/); "
+                "list its packages in a requirements file instead",
+                ", ".join(f"{name}/" for name in left.virtualenvs),
+            )
+        if left.excluded:
+            logger.info(
+                "autosave leaves out %s: autosave's own excludes in .git/info/exclude hide them",
+                ", ".join(left.excluded),
+            )
+
+    def changed_files(self, base: str | None, tree: str) -> list[str]:
+        base_tree = f"{base}^{{tree}}" if base else empty_tree(self)
+        names = self.git("diff-tree", "-r", "-z", "--name-only", "--no-renames", base_tree, tree)
+        return [name for name in names.split("\0") if name]
 
     # --- commit on the home branch ---------------------------------------------------------------
 
@@ -306,12 +320,11 @@ class Repo:
         """
         self.ensure_excludes()
         home = self.home_branch()
-        self.stage()
-        files = [p for p in self.git("diff", "--cached", "--name-only", "-z").split("\0") if p]
+        parent = self.rev(f"refs/heads/{home}")
+        tree, _ = self.stage(base=parent)
+        files = self.changed_files(parent, tree)
         if not files:
             return False
-        parent = self.rev(f"refs/heads/{home}")
-        tree = self.git("write-tree").strip()
         message = commit_message(files, saved or [], self.host)
         commit = self.commit_tree(tree, [parent] if parent else [], message)
         reason = self.blocked(home)
@@ -329,42 +342,6 @@ class Repo:
 
     # --- the side branch -------------------------------------------------------------------------
 
-    def side_ref(self) -> str:
-        ref = f"refs/heads/autosave/{self.host}"
-        if self.git("symbolic-ref", "-q", "HEAD", check=False).strip() == ref:
-            ref += "-snapshots"  # someone checked the side branch out: never move it under them
-        return ref
-
-    def save_side(self, tree: str, head: str | None, message: str) -> str:
-        """Advance the side branch to hold `tree` (and `head` in its history); push it.
-
-        The branch only grows: a new commit has the old tip and HEAD (when the tip doesn't
-        already hold it) as parents. Returns the branch name.
-        """
-        ref = self.side_ref()
-        tip = self.rev(ref)
-        if (
-            tip
-            and self.rev(f"{tip}^{{tree}}") == tree
-            and (not head or self.is_ancestor(head, tip))
-        ):
-            new = tip
-        elif (
-            head
-            and self.rev(f"{head}^{{tree}}") == tree
-            and (not tip or self.is_ancestor(tip, head))
-        ):
-            new = head
-        else:
-            parents = [tip] if tip else []
-            if head and not (tip and self.is_ancestor(head, tip)):
-                parents.append(head)
-            new = self.commit_tree(tree, parents, message)
-        if new != tip:
-            self.git("update-ref", "-m", "autosave: side branch", ref, new, tip or "")
-        self.git("push", "-q", "--force", self.remote, f"{ref}:{ref}")
-        return ref.removeprefix("refs/heads/")
-
     def snapshot(self, reason: str) -> Outcome:
         """Blocked: save the work tree on the side branch through a separate index."""
         home = self.home_branch()
@@ -374,9 +351,8 @@ class Repo:
             self.git("read-tree", "--empty", index=index)
         elif self.run("read-tree", "-m", head, index=index).returncode != 0:
             self.git("read-tree", head, index=index)  # -m keeps the stat cache when it can
-        skipped, nested = self.stage(index)
-        tree = self.git("write-tree", index=index).strip()
-        side = self.side_ref().removeprefix("refs/heads/")
+        tree, left = self.stage(index, base=head)
+        side = self.side.name()
         self.write_status(waiting=reason, side_branch=side)
         logger.warning(
             "autosave is waiting: %s; until then autosave saves your files on branch %s",
@@ -384,9 +360,9 @@ class Repo:
             side,
         )
         message = f"Autosave snapshot of the work folder on {self.host}\n\nWhile {reason}.\n"
-        side = self.save_side(tree, head, message)
+        side = self.side.save(tree, head, message)
         self.write_status(pushed_to=side, side_branch=side, last_push_at=utcnow(), last_error=None)
-        return Outcome(home, side, waiting=reason, skipped=skipped, nested=nested)
+        return Outcome.of(home, side, left, waiting=reason)
 
     # --- push ------------------------------------------------------------------------------------
 
@@ -398,15 +374,15 @@ class Repo:
         """Push home; merge when the remote moved ahead; the side branch when that can't be clean.
 
         Returns (the remote branch holding the work, why it is not home). Raises GitError when
-        the remote can't be reached or refuses (network, 5xx, bad token); nothing is lost then.
+        the remote can't be reached (network, 5xx, bad token), PushRefused when it refuses for
+        good; nothing is lost then.
         """
         ref = f"refs/heads/{home}"
         for _ in range(3):
             result = self.run("push", "-q", self.remote, f"{ref}:{ref}")
             if result.returncode == 0:
                 return self._pushed_to(home), None
-            if not REJECTED.search(result.stderr):
-                raise GitError(redact(f"git push: {result.stderr.strip()}"))
+            push_failed(result, self.remote, home)  # returns only when the remote moved ahead
             upstream = f"refs/remotes/{self.remote}/{home}"
             self.git("fetch", "-q", self.remote, f"+{ref}:{upstream}")
             head, theirs = self.rev(ref), self.rev(upstream)
@@ -422,18 +398,15 @@ class Repo:
     def merge(self, home: str, head: str, theirs: str) -> str | None:
         """Merge `theirs` into home as a clean `git merge` would. None when done, else why not."""
         upstream = f"{self.remote}/{home}"
-        if self.git_version() < (2, 38):
-            return "this git is older than 2.38 (no `git merge-tree --write-tree`)"
-        result = self.run(
-            "merge-tree", "--write-tree", "--name-only", "--no-messages", head, theirs
-        )
-        lines = result.stdout.splitlines()
-        if result.returncode not in (0, 1) or not lines or not OBJECT_ID.fullmatch(lines[0]):
-            return f"git merge-tree failed: {redact(result.stderr.strip())}"
-        if result.returncode == 1:
-            return f"{upstream} changed the same lines as this machine in {', '.join(lines[1:11])}"
+        tree, conflicts, error = self.merge_trees(head, theirs)
+        if conflicts:
+            return (
+                f"{upstream} changed the same lines as this machine in {', '.join(conflicts[:10])}"
+            )
+        if tree is None:
+            return error
         message = f"Autosave: merge {upstream} into the work on {self.host}\n"
-        merge = self.commit_tree(lines[0], [head, theirs], message)
+        merge = self.commit_tree(tree, [head, theirs], message)
         in_the_way = self.untracked_in_the_way(head, merge)
         if in_the_way:
             return f"files here that git does not track are in the way of {upstream}'s new files: {', '.join(in_the_way[:10])}"
@@ -450,6 +423,23 @@ class Repo:
             return f"{home} moved here while merging: {moved.stderr.strip()}"
         logger.info("autosave merged %s (changes pushed from elsewhere) into %s", upstream, home)
         return None
+
+    def merge_trees(
+        self, ours: str, theirs: str, *options: str
+    ) -> tuple[str | None, list[str], str | None]:
+        """(the merged tree, [], None) when clean, (None, the files both changed, None) on a
+        conflict, (None, [], why) when git can't merge here."""
+        if self.git_version() < (2, 38):
+            return None, [], "this git is older than 2.38 (no `git merge-tree --write-tree`)"
+        result = self.run(
+            "merge-tree", "--write-tree", "--name-only", "--no-messages", *options, ours, theirs
+        )
+        lines = result.stdout.splitlines()
+        if result.returncode not in (0, 1) or not lines or not OBJECT_ID.fullmatch(lines[0]):
+            return None, [], f"git merge-tree failed: {redact(result.stderr.strip())}"
+        if result.returncode == 1:
+            return None, lines[1:], None
+        return lines[0], [], None
 
     def untracked_in_the_way(self, head: str, merge: str) -> list[str]:
         """Paths the merge adds where something untracked is on disk. read-tree -u refuses for
@@ -482,7 +472,7 @@ class Repo:
     def _push_side_branch(self, home: str, problem: str) -> str:
         head = self.rev(f"refs/heads/{home}")
         tree = self.rev(f"{head}^{{tree}}") or ""
-        side = self.save_side(tree, head, f"Autosave: the work on {self.host}\n\n{problem}.\n")
+        side = self.side.save(tree, head, f"Autosave: the work on {self.host}\n\n{problem}.\n")
         self.write_status(
             last_push=(head or "")[:7],
             last_push_at=utcnow(),
@@ -508,7 +498,10 @@ class Repo:
 
     def record_error(self, error: Exception) -> None:
         message = redact(str(error))
-        logger.warning("autosave failed, will retry: %s", message)
+        if isinstance(error, PushRefused):
+            logger.error("AUTOSAVE PUSH REFUSED: %s", message)
+        else:
+            logger.warning("autosave failed, will retry: %s", message)
         self.write_status(last_error=message, last_error_at=utcnow())
 
     def sync(self, saved: list[str] | None = None) -> Outcome:
@@ -539,12 +532,13 @@ class Repo:
             )
             self.write_status(waiting=None)
         self.commit_all(saved)
-        skipped, nested = self.left_out_last
+        left = self.left_out_last
         pushed_to, problem = self.push(home)
-        return Outcome(home, pushed_to, conflict=problem, skipped=skipped, nested=nested)
+        return Outcome.of(home, pushed_to, left, conflict=problem)
 
     def uncommitted(self, left_out: list[str]) -> list[str]:
         """Paths with changes not in HEAD, but those under `left_out` (already reported)."""
+        left_out = [name.rstrip("/") for name in left_out]
         out = self.git("status", "--porcelain", "-z", "--untracked-files=all").split("\0")
         paths, entries = [], iter(out)
         for entry in entries:

@@ -12,13 +12,17 @@ From the shell (the idle checker and the shutdown unit):
     python3 git_autosave.py status --repo DIR                the last push, the last error
 
     flush exits 0  only when the remote's home branch has HEAD and nothing is left out;
-                1  when it could not push within the timeout (the work stays committed here);
+                1  when it could not push within the timeout (the work stays committed here),
+                   or at once when the remote refuses the push for good (a pre-receive hook,
+                   GitHub's file or pack size limits): the log and `last_error` say what to do;
                 2  on a usage error (argparse);
                 3  when it pushed what it could but the home branch on the remote does NOT have
                    everything: the work is only on the side branch (a half-done git operation,
-                   another branch checked out, a conflict), files are over the size limit or in
-                   a repository nested in the work folder, or changes are left uncommitted.
-                   One log line names what is missing.
+                   another branch checked out, a conflict), files are over the size limit (on
+                   disk or staged), in a repository nested in the work folder, in a virtualenv
+                   or hidden by autosave's own excludes (`.env`, a `venv/` that is not a
+                   virtualenv), or changes are left uncommitted. One log line names what is
+                   missing.
 
 Never losing data, never moving anything under a person (autosave_git.py does the git side):
     - commits are local first; a failed push is retried, never fatal;
@@ -28,12 +32,16 @@ Never losing data, never moving anything under a person (autosave_git.py does th
       snapshot of the work folder on the side branch `autosave/<host>` (status `waiting`);
     - a remote that moved ahead is merged (never rebased) the way git fast-forwards a checkout:
       only files nobody changed here are updated; when that can't be done cleanly, the work is
-      pushed to `autosave/<host>` and the log says AUTOSAVE CONFLICT and what to do;
+      pushed to `autosave/<host>` and the log says AUTOSAVE CONFLICT and what to do; that
+      branch is never force-pushed: commits a teammate pushed to it are merged in and kept;
     - files over the size limit (JUPYTER_AUTOSAVE_MAX_MB, 50 MB: GitHub rejects files over
-      100 MB) and git repositories inside the work folder are left out and named in the log and
-      in the status (`skipped`, `not_backed_up`);
-    - `.ipynb_checkpoints/`, virtualenvs and `.env` are excluded through `.git/info/exclude`, so
-      the team's own `.gitignore` is never touched.
+      100 MB), also when a person staged one, git repositories inside the work folder and
+      virtualenvs (a folder with `pyvenv.cfg` or `conda-meta/`) are left out and named in the log
+      and in the status (`skipped`, `not_backed_up`, `virtualenvs`);
+    - `.ipynb_checkpoints/`, `__pycache__/`, `.venv/`, `venv/` and `.env` are excluded through
+      `.git/info/exclude`, so the team's own `.gitignore` is never touched; whatever they hide but
+      Jupyter's copies and caches is named (status `excluded`);
+    - a push the remote refuses for good is logged as AUTOSAVE PUSH REFUSED with what to do.
 The home branch is JUPYTER_AUTOSAVE_BRANCH, else the remote's default branch, else main.
 Every git call of every process holds one lock file (`.git/jod-autosave.lock`), so concurrent
 saves, the thread and `flush` never collide on `.git/index.lock`.
@@ -60,6 +68,7 @@ from autosave_git import (  # noqa: F401  (re-exported: boot.py and the tests us
     DEFAULT_GITIGNORE,
     GitError,
     Outcome,
+    PushRefused,
     Repo,
     host_name,
     redact,
@@ -181,6 +190,9 @@ def flush(repo_path: Path, timeout: float) -> int:
             missing = not_on_home(repo, repo.sync())
             if missing is not None and not missing.uncommitted:
                 return report(repo, missing)
+        except PushRefused as error:
+            logger.error("flush: not pushed, and retrying will not help: %s", redact(str(error)))
+            return EXIT_NOT_PUSHED
         except (GitError, subprocess.TimeoutExpired, TimeoutError) as error:
             logger.warning("flush: %s", redact(str(error)))
         if time.monotonic() + delay > deadline:
@@ -212,6 +224,15 @@ class Missing:
         if o.nested:
             nested = ", ".join(f"{name}/" for name in o.nested)
             found.append(f"git repositories inside the work folder (not backed up): {nested}")
+        if o.virtualenvs:
+            found.append(
+                "not backed up (a virtualenv): " + ", ".join(f"{name}/" for name in o.virtualenvs)
+            )
+        if o.excluded:
+            found.append(
+                "left out by autosave's own excludes in .git/info/exclude (a `!name` line in "
+                f".gitignore brings one back): {', '.join(o.excluded)}"
+            )
         if self.uncommitted:
             found.append(f"changes not committed yet: {', '.join(self.uncommitted[:20])}")
         return found
@@ -226,7 +247,8 @@ def not_on_home(repo: Repo, outcome: Outcome) -> Missing | None:
             return None
         if remote != head and not repo.is_ancestor(head, remote):
             return None
-        return Missing(outcome, repo.uncommitted([*outcome.skipped, *outcome.nested]))
+        left_out = [*outcome.skipped, *outcome.nested, *outcome.virtualenvs, *outcome.excluded]
+        return Missing(outcome, repo.uncommitted(left_out))
     return Missing(outcome, [])
 
 

@@ -151,3 +151,58 @@ def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def refuse_blobs_over(remote: GitRemote, limit: int) -> None:
+    """GitHub's GH001 check as a pre-receive hook on the remote, at `limit` bytes: a push that
+    brings a bigger blob is refused, with GitHub's words."""
+    hook = remote.bare / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\n"
+        "zero=0000000000000000000000000000000000000000\n"
+        "while read old new ref; do\n"
+        '  [ "$new" = "$zero" ] && continue\n'
+        '  if [ "$old" = "$zero" ]; then range="$new --not --all"; else range="$old..$new"; fi\n'
+        "  big=$(git rev-list --objects $range |\n"
+        "    git cat-file --batch-check='%(objecttype) %(objectsize) %(rest)' |\n"
+        f"    awk '$1 == \"blob\" && $2 > {limit} {{print $3}}')\n"
+        '  if [ -n "$big" ]; then\n'
+        '    echo "error: GH001: Large files detected. You may want to try Git Large File Storage" >&2\n'
+        '    echo "error: File $big exceeds the file size limit of ' + str(limit) + ' bytes" >&2\n'
+        "    exit 1\n"
+        "  fi\n"
+        "done\n"
+    )
+    hook.chmod(0o755)
+
+
+def slow_git_while_index_locked(repo: Path) -> Path:
+    """A git that takes long while it holds .git/index.lock, as on a huge tree or a hung disk:
+    a core.fsmonitor hook that sleeps then. Returns the marker file; removing it ends the slowness."""
+    marker = repo.parent / "git-is-slow"
+    marker.write_text("")
+    hook = repo.parent / "slow-fsmonitor.sh"
+    hook.write_text(
+        "#!/bin/sh\n"
+        f'if [ -e "{marker}" ] && [ -e .git/index.lock ]; then sleep 30; fi\n'
+        "exit 1  # no answer: git looks at every file itself\n"
+    )
+    hook.chmod(0o755)
+    git(repo, "config", "core.fsmonitor", str(hook))
+    return marker
+
+
+def hang_pushes_and_take_index_lock(remote: GitRemote, repo: Path) -> Path:
+    """While a push waits on the remote, a person's git takes .git/index.lock in `repo` (the
+    remote's pre-receive hook plays both). Returns the marker file; removing it ends the wait."""
+    marker = repo.parent / "push-hangs"
+    marker.write_text("")
+    hook = remote.bare / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\n"
+        f'echo "a person\'s git commit" > {repo / ".git" / "index.lock"}\n'
+        f'for i in $(seq 300); do [ -e "{marker}" ] || exit 1; sleep 0.1; done\n'
+        "exit 1\n"
+    )
+    hook.chmod(0o755)
+    return marker

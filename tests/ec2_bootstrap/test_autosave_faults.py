@@ -1,6 +1,9 @@
 """Autosave against what people and killed processes leave behind: half-done git operations, a
 stale index.lock, other branches, repositories inside the work folder, files that outgrow the
-limit. Real git, the real smart-HTTP remote, real Jupyter where the save comes through Jupyter.
+limit or that a person staged over it, virtualenvs, a remote that refuses pushes for good, a
+teammate's commits on the side branch, a git that runs too long. Real git, the real smart-HTTP
+remote (with server-side hooks where GitHub would refuse), real Jupyter where the save comes
+through Jupyter.
 
 The promise under test: autosave never moves HEAD, never changes a branch, never touches the
 person's index or the bytes in the work folder; the work still reaches the remote (on the side
@@ -14,12 +17,14 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import autosave_git
+import autosave_run
 import git_autosave
 from demo.git_remote import GitRemote
 from demo.jupyter import running_jupyter
@@ -27,10 +32,13 @@ from tests.ec2_bootstrap.autosave_support import (
     disk_files,
     git,
     git_state,
+    hang_pushes_and_take_index_lock,
     instance_clone,
     laptop_push,
+    refuse_blobs_over,
     run_flush,
     run_git,
+    slow_git_while_index_locked,
     wait_for,
 )
 
@@ -403,3 +411,246 @@ def test_a_merge_never_overwrites_an_ignored_file_on_disk(setup, remote, tmp_pat
     assert result.returncode == 3, result.stderr
     assert ".env" in json.dumps(status(repo)["conflict"])
     assert on_side(remote, "notes.txt") == "notes\n"
+
+
+# --- Files over the limit that a person staged; pushes the remote refuses for good ---------------
+
+GITHUB_LIMIT = 40_000  # the remote refuses bigger blobs: GitHub's 100 MB, scaled like SMALL_LIMIT
+
+
+@pytest.mark.parametrize("tracked", [False, True], ids=["new-file", "tracked-file"])
+def test_a_file_a_person_staged_over_the_limit_never_reaches_a_pushed_commit(
+    setup, remote, tracked
+) -> None:
+    repo, home = setup
+    refuse_blobs_over(remote, GITHUB_LIMIT)
+    if tracked:
+        (repo / "data.bin").write_text("v1\n")
+        assert run_flush(repo, home, 30, **SMALL_LIMIT).returncode == 0
+    big = os.urandom(60_000)  # "60 MB": over the 10 KB limit and over the remote's
+    (repo / "data.bin").write_bytes(big)
+    git(repo, "add", "data.bin", home=home)  # a person stages it in a terminal
+    staged = git(repo, "ls-files", "-s", "data.bin")
+    (repo / "notes.txt").write_text("notes\n")
+
+    result = run_flush(repo, home, 15, **SMALL_LIMIT)
+    assert result.returncode == 3, result.stderr
+    assert "files over the size limit: data.bin" in result.stderr
+    assert "git restore --staged data.bin" in result.stderr
+    assert remote.show("notes.txt") == "notes\n"
+    assert remote.head() == git(repo, "rev-parse", "HEAD").strip()
+    if tracked:
+        assert remote.show("data.bin") == "v1\n"  # HEAD's version stays in the commit
+    else:
+        assert "data.bin" not in remote.files()
+    # The person's index and file are as they left them: still staged, same bytes.
+    assert git(repo, "ls-files", "-s", "data.bin") == staged
+    assert (repo / "data.bin").read_bytes() == big
+    assert status(repo)["skipped"] == ["data.bin"]
+    assert status(repo)["last_error"] is None
+
+    # Later saves keep reaching the remote.
+    (repo / "later.txt").write_text("later\n")
+    result = run_flush(repo, home, 15, **SMALL_LIMIT)
+    assert result.returncode == 3, result.stderr
+    assert remote.show("later.txt") == "later\n"
+
+
+def test_a_push_the_remote_refuses_for_good_is_named_with_what_to_do_and_flush_exits_1(
+    setup, remote
+) -> None:
+    repo, home = setup
+    refuse_blobs_over(remote, GITHUB_LIMIT)
+    # Committed in a terminal: it is in HEAD, and autosave never rewrites a person's commits.
+    (repo / "model.bin").write_bytes(os.urandom(60_000))
+    git(repo, "add", "model.bin", home=home)
+    git(repo, "commit", "-qm", "the model", home=home)
+    (repo / "notes.txt").write_text("notes\n")
+
+    result = run_flush(repo, home, 20)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("AUTOSAVE PUSH REFUSED") == 1  # not retried: it would not help
+    assert "retrying will not help" in result.stderr
+    error = status(repo)["last_error"]
+    assert "GH001" in error and "refused the push of main" in error
+    assert "git log --stat origin/main..main" in error
+    assert "notes.txt" in git(repo, "ls-tree", "--name-only", "HEAD")  # committed here
+    assert "notes.txt" not in remote.files()
+
+
+# --- Virtualenvs and autosave's own excludes -----------------------------------------------------
+
+OLDER_EXCLUDES = "\n# jupyter-on-demand autosave\n.ipynb_checkpoints/\n__pycache__/\n.venv/\nvenv/\n.virtualenv/\nenv/\n.env\n.env.*\n.Trash-*/\n"  # fmt: skip
+
+
+def test_code_in_a_folder_named_env_is_backed_up(setup, remote) -> None:
+    repo, home = setup
+    exclude = repo / ".git" / "info" / "exclude"
+    exclude.write_text(exclude.read_text() + OLDER_EXCLUDES)  # as an older autosave left it
+    (repo / "rl" / "env").mkdir(parents=True)
+    (repo / "rl" / "env" / "cartpole.py").write_text("class CartPole: ...\n")
+    result = run_flush(repo, home, 30)
+    assert result.returncode == 0, result.stderr
+    assert remote.show("rl/env/cartpole.py") == "class CartPole: ...\n"
+    assert "env/" not in exclude.read_text().splitlines()
+    assert ".venv/" in exclude.read_text().splitlines()
+
+
+@pytest.mark.parametrize("folder", ["rl/env", ".venv"])
+def test_a_virtualenv_is_left_out_and_named_and_flush_exits_3(setup, remote, folder) -> None:
+    repo, home = setup
+    venv = [sys.executable, "-m", "venv", "--without-pip", str(repo / folder)]
+    subprocess.run(venv, check=True)
+    (repo / "rl").mkdir(exist_ok=True)
+    (repo / "rl" / "train.py").write_text("train()\n")
+    result = run_flush(repo, home, 30)
+    assert result.returncode == 3, result.stderr
+    line = next(line for line in result.stderr.splitlines() if NOT_ALL in line)
+    assert f"not backed up (a virtualenv): {folder}/" in line
+    assert remote.show("rl/train.py") == "train()\n"
+    assert not [name for name in remote.files() if name.startswith(f"{folder}/")]
+    assert status(repo)["virtualenvs"] == [folder]
+
+
+def write(path: Path, text: str = "x = 1\n") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "named"),
+    [
+        pytest.param(lambda r: write(r / "venv" / "model.py"), 3, "venv/", id="venv-holding-code"),
+        pytest.param(lambda r: write(r / ".env", "KEY=1\n"), 3, ".env", id="dot-env"),
+        pytest.param(
+            lambda r: (write(r / ".gitignore", "scratch/\n"), write(r / "scratch" / "tmp.csv")),
+            0,
+            None,
+            id="the-teams-gitignore",
+        ),
+    ],
+)
+def test_flush_names_what_autosaves_own_excludes_hide_but_not_what_the_team_ignores(
+    setup, remote, make, code, named
+) -> None:
+    repo, home = setup
+    make(repo)
+    (repo / "small.txt").write_text("small\n")
+    result = run_flush(repo, home, 15)
+    assert result.returncode == code, result.stderr
+    assert remote.show("small.txt") == "small\n"
+    if named:
+        line = next(line for line in result.stderr.splitlines() if NOT_ALL in line)
+        assert "left out by autosave's own excludes in .git/info/exclude" in line
+        assert named in line
+        assert status(repo)["excluded"] == [named]
+    else:
+        assert "the remote has everything" in result.stderr
+
+
+# --- The side branch: a teammate's commits on it are kept -----------------------------------------
+
+
+def test_commits_a_teammate_pushed_to_the_side_branch_are_never_dropped(
+    setup, remote, tmp_path
+) -> None:
+    repo, home = setup
+    laptop_push(remote, tmp_path, home, {"README.md": "# laptop version\n"})
+    (repo / "README.md").write_text("# instance version\n")
+    assert run_flush(repo, home, 15).returncode == 3
+    assert on_side(remote, "README.md") == "# instance version\n"
+
+    # A teammate resolves the conflict on the side branch (what GitHub's editor does).
+    mate = tmp_path / "mate"
+    git(tmp_path, "clone", "-q", "-b", SIDE, remote.url, str(mate), home=home)
+    assert run_git(mate, "merge", "origin/main", home=home).returncode != 0
+    (mate / "README.md").write_text("# resolved by a teammate\n")
+    git(mate, "commit", "-qam", "resolve", home=home)
+    git(mate, "push", "-q", "origin", f"HEAD:{SIDE}", home=home)
+    resolution = remote.head(SIDE)
+
+    # The machine keeps saving: each push keeps the resolution, in the history and in the files.
+    for name in ("more.txt", "more2.txt"):
+        (repo / name).write_text(f"{name}\n")
+        result = run_flush(repo, home, 15)
+        assert result.returncode == 3, result.stderr
+        assert on_side(remote, name) == f"{name}\n"
+        assert remote.git("merge-base", "--is-ancestor", resolution, SIDE) == ""
+        assert on_side(remote, "README.md") == "# resolved by a teammate\n"
+    assert (repo / "README.md").read_text() == "# instance version\n"  # never touched here
+
+    # The teammate merges the side branch into main: autosave's next save brings it home.
+    git(mate, "pull", "-q", "--no-rebase", "origin", SIDE, home=home)
+    git(mate, "push", "-q", "origin", "HEAD:main", home=home)
+    (repo / "after.txt").write_text("after\n")
+    result = run_flush(repo, home, 30)
+    assert result.returncode == 0, result.stderr
+    assert remote.show("README.md") == "# resolved by a teammate\n"
+    assert {"more.txt", "more2.txt", "after.txt"} <= set(remote.files())
+
+
+# --- A git that runs too long ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def slow(setup, monkeypatch):
+    """A Repo on the clone whose git commands may take 2 s, and a git that is slow while it holds
+    .git/index.lock; yields (repo, the marker that keeps git slow)."""
+    repo_path, home = setup
+    monkeypatch.setenv("HOME", str(home))
+    marker = slow_git_while_index_locked(repo_path)
+    repo = git_autosave.Repo(repo_path)
+    repo.timeout = 2
+    yield repo, marker
+    marker.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize(
+    ("stop_signal", "how"),
+    [
+        pytest.param(signal.SIGTERM, "stopped with SIGTERM", id="sigterm"),
+        # A git that does not stop on SIGTERM (stuck in the kernel, say): SIGSTOP plays it.
+        pytest.param(signal.SIGSTOP, "killed its own git", id="sigkill-after-sigterm"),
+    ],
+)
+def test_a_git_that_runs_too_long_is_stopped_without_leaving_its_lock_behind(
+    slow, remote, monkeypatch, caplog, stop_signal, how
+) -> None:
+    repo, marker = slow
+    monkeypatch.setattr(autosave_run, "STOP_SIGNAL", stop_signal)
+    monkeypatch.setattr(autosave_run, "STOP_GRACE", 1.0)
+    (repo.path / "a.txt").write_text("a\n")
+    with caplog.at_level(logging.INFO, logger="jupyter_on_demand.autosave"):
+        with pytest.raises(subprocess.TimeoutExpired):
+            repo.sync()
+    assert not (repo.git_dir / "index.lock").exists()
+    assert "timed out" in status(repo.path)["last_error"]
+    if stop_signal == signal.SIGSTOP:
+        assert f"removed the lock file that git had created: {repo.git_dir / 'index.lock'}" in (
+            caplog.text
+        )
+    # The next sync works: nothing for a person to clean up.
+    marker.unlink()
+    outcome = repo.sync()
+    assert outcome.pushed_to == "main" and outcome.waiting is None
+    assert remote.show("a.txt") == "a\n"
+
+
+def test_a_lock_a_persons_git_holds_stays_when_autosave_kills_its_own_git(
+    setup, remote, monkeypatch
+) -> None:
+    repo_path, home = setup
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(autosave_run, "STOP_SIGNAL", signal.SIGSTOP)  # the SIGKILL path
+    monkeypatch.setattr(autosave_run, "STOP_GRACE", 1.0)
+    marker = hang_pushes_and_take_index_lock(remote, repo_path)
+    try:
+        repo = git_autosave.Repo(repo_path)
+        repo.timeout = 3
+        (repo_path / "a.txt").write_text("a\n")
+        with pytest.raises(subprocess.TimeoutExpired):
+            repo.sync()  # the push hangs; meanwhile the person's git took index.lock
+    finally:
+        marker.unlink()
+    lock = repo_path / ".git" / "index.lock"
+    assert lock.read_text() == "a person's git commit\n"
