@@ -55,7 +55,7 @@ UNITS = (
     "jupyter-on-demand-autosave-flush.service",
 )
 ENABLED = tuple(unit for unit in UNITS if unit != "jupyter-on-demand-idle.service")
-LEGACY_FILES = ("idle-check.sh", "idle-check.cron", "/etc/cron.d/jupyter-on-demand")
+LEGACY_FILES = ("idle-check.sh", "idle-check.cron")  # and cron.d/jupyter-on-demand
 DLAMI_PYTHON = "/opt/pytorch/bin/python"  # the Deep Learning AMI's PyTorch environment
 MIN_PYTHON = (3, 9)
 
@@ -101,12 +101,15 @@ def deny_scheduled_jobs(paths: Paths) -> None:
     run after a reboot with no process to see, such as a job that fakes activity."""
     for name in ("cron.deny", "at.deny"):
         deny = paths.system_etc / name
-        current = (read_regular(deny) or b"").decode()
-        if paths.user not in current.split():
-            mode = os.lstat(deny).st_mode & 0o777 if deny.exists() else 0o644
-            write_file(deny, current + ("" if current.endswith("\n") or not current else "\n")
-                       + f"{paths.user}\n", mode)  # fmt: skip
-            logger.info("%s may not schedule jobs (%s)", paths.user, deny)
+        lines = (read_regular(deny) or b"").decode().splitlines()
+        if paths.user in lines:
+            continue
+        mode, owner = 0o644, None
+        if deny.exists():  # Debian's at.deny is root:daemon 0640: keep what it is
+            info = os.lstat(deny)
+            mode, owner = info.st_mode & 0o777, (info.st_uid, info.st_gid)
+        write_file(deny, "".join(f"{line}\n" for line in [*lines, paths.user]), mode, owner)
+        logger.info("%s may not schedule jobs (%s)", paths.user, deny)
 
 
 def ensure_state_dirs(paths: Paths) -> None:
@@ -229,6 +232,7 @@ def sync_step(paths: Paths) -> None:
     units = [write_file(paths.systemd / unit, files[unit], 0o644) for unit in UNITS]
     for legacy in LEGACY_FILES:  # the cron-based idle check of older versions
         (paths.app / legacy).unlink(missing_ok=True)
+    (paths.system_etc / "cron.d" / "jupyter-on-demand").unlink(missing_ok=True)
     if any(units):
         systemctl("daemon-reload")
         systemctl("enable", *ENABLED)

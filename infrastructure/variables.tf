@@ -253,3 +253,16 @@ variable "team_pass" {
     error_message = "team_pass must have at least 8 characters."
   }
 }
+
+variable "waf_rate_limit_per_ip" {
+  type        = number
+  default     = null
+  nullable    = true
+  description = "Requests one client IP may send to the start link in 5 minutes before AWS WAF blocks it (403) until it slows down. null: no WAF (it costs about $6/month plus $0.60 per million requests). A page waiting for Jupyter reloads every 10 s (30 requests in 5 minutes)."
+
+  validation {
+    # A conditional, not ||: Terraform 1.11 evaluates both sides of || and null >= 10 is an error.
+    condition     = var.waf_rate_limit_per_ip == null ? true : (var.waf_rate_limit_per_ip >= 10 && var.waf_rate_limit_per_ip <= 2000000000 && floor(var.waf_rate_limit_per_ip) == var.waf_rate_limit_per_ip)
+    error_message = "waf_rate_limit_per_ip must be null (no WAF) or a whole number of requests per 5 minutes from 10 to 2000000000 (AWS WAF's range), such as 100."
+  }
+}

@@ -100,3 +100,38 @@ def test_missing_code_parameters_say_what_to_do(paths, caplog) -> None:
     with mock_aws():
         assert boot.main(["sync"]) == 1
     assert f"cannot read the instance code from SSM {PREFIX}/*" in caplog.text
+
+
+class RawBody:
+    """The raw stream botocore reads a response body from."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **kwargs):
+        yield self.data
+
+
+def test_ssm_throttling_is_retried_with_backoff(ssm, paths) -> None:
+    """moto never throttles: the first five GetParameter calls are answered with AWS's
+    ThrottlingException by a botocore hook, as SSM does under load at a fleet's boot."""
+    from botocore.awsrequest import AWSResponse
+
+    calls = {"throttled": 0}
+
+    def throttle(request, **kwargs):
+        if calls["throttled"] >= 5:  # botocore's default (legacy) mode gives up after 4 retries
+            return None
+        calls["throttled"] += 1
+        body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+        return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.1"},
+                           RawBody(body))  # fmt: skip
+
+    boto3.setup_default_session()
+    boto3.DEFAULT_SESSION.events.register("before-send.ssm.GetParameter", throttle)
+    try:
+        assert boot.main(["sync"]) == 0
+    finally:
+        boto3.DEFAULT_SESSION = None
+    assert calls["throttled"] == 5
+    assert (paths.app / "idle_check.py").read_text() == (BOOTSTRAP / "idle_check.py").read_text()

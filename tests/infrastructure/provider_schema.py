@@ -32,6 +32,8 @@ PACKAGES = {
     "aws": ("cdktf-cdktf-provider-aws", "21.22.1"),
     "archive": ("cdktf-cdktf-provider-archive", "11.0.1"),
 }
+# Bump when extract() changes, so caches made by an older extract() are not reused.
+SCHEMA_FORMAT = 2
 DOC_LINK = re.compile(r"/docs/(resources|data-sources)/([a-z0-9_]+)(?:#([a-z0-9_]+))?")
 PROVIDER_ATTR_SUMMARY = "Docs at Terraform Registry"
 
@@ -76,12 +78,25 @@ def block(types: dict[str, Any], fqn: str, namespace: str, depth: int = 0) -> di
     return {"required": sorted(required), "attributes": attributes}
 
 
+def config_struct(spec: dict[str, Any]) -> str | None:
+    """The fqn of a class's Config struct: the type of its constructor's `config` parameter.
+
+    Mostly `<Class>Config`, but jsii renames one on a clash: wafv2_web_acl_association's is
+    `Wafv2WebAclAssociationConfigA`, as wafv2WebAcl has a `Wafv2WebAclAssociationConfig` block.
+    """
+    for parameter in (spec.get("initializer") or {}).get("parameters", []):
+        if parameter["name"] == "config":
+            return parameter["type"].get("fqn")
+    return None
+
+
 def extract(assembly: dict[str, Any]) -> dict[str, Any]:
     types = assembly["types"]
     namespace = assembly["name"] + "."
     schema: dict[str, dict[str, Any]] = {"resource": {}, "data": {}}
-    for fqn, spec in types.items():
-        if spec.get("kind") != "class" or f"{fqn}Config" not in types:
+    for spec in types.values():
+        config = config_struct(spec)
+        if spec.get("kind") != "class" or config not in types:
             continue
         match = DOC_LINK.search(spec.get("docs", {}).get("summary", ""))
         if not match:
@@ -89,7 +104,7 @@ def extract(assembly: dict[str, Any]) -> dict[str, Any]:
         kind = "resource" if match.group(1) == "resources" else "data"
         provider = assembly["name"].split("provider-")[-1]
         type_name = f"{provider}_{match.group(2)}"
-        schema[kind][type_name] = block(types, f"{fqn}Config", namespace)
+        schema[kind][type_name] = block(types, config, namespace)
     return schema
 
 
@@ -121,7 +136,7 @@ def download_assembly(package: str, version: str) -> dict[str, Any]:
 def load(provider: str) -> dict[str, Any]:
     """The slim schema of one provider, extracted once and cached."""
     package, version = PACKAGES[provider]
-    cached = CACHE / f"{package}-{version}.json"
+    cached = CACHE / f"{package}-{version}-{SCHEMA_FORMAT}.json"
     if not cached.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         schema = extract(download_assembly(package, version))

@@ -183,6 +183,7 @@ def test_every_variable_has_a_type_and_a_description() -> None:
         "secrets_version",
         "subnet_id",
         "team_pass",
+        "waf_rate_limit_per_ip",
     ],
 )
 def test_variables_with_a_shape_are_validated_with_a_helpful_message(name: str) -> None:
