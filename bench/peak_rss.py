@@ -28,6 +28,7 @@ def main() -> None:
             exec(compile(args[0], "<string>", "exec"), {"__name__": "__main__"})  # noqa: S102
         else:
             sys.argv = [target, *args]
+            sys.path.insert(0, str(Path(target).resolve().parent))  # as `python SCRIPT` does
             runpy.run_path(target, run_name="__main__")
     except SystemExit:
         pass

@@ -57,6 +57,8 @@ logger = logging.getLogger("jupyter_on_demand.autosave")
 
 LOCK_FILE = "jod-autosave.lock"
 SIDE_INDEX = "jod-autosave.index"
+# Written by boot.py's repo step when the first clone failed; removed once it has the history.
+NOT_CLONED = "jod-not-cloned"
 STATUS_FILE = "autosave-status.json"
 INDEX_LOCK_GRACE = 2.0  # seconds a live git gets to release .git/index.lock before it counts
 OBJECT_ID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
@@ -229,6 +231,13 @@ class Repo:
 
     def blocked(self, home: str) -> str | None:
         """Why autosave must not commit to `home` now, with what the person does; None if it may."""
+        if (self.git_dir / NOT_CLONED).exists():
+            # A commit now would start a history unrelated to the team's (boot.py repo step).
+            return (
+                "the team's repository could not be cloned here yet (GitHub was unreachable at "
+                "the first boot): the next boot takes its history; until then nothing is "
+                "committed on main"
+            )
         if self.index_locked():
             return (
                 "another git command is running, or one was killed and left .git/index.lock "

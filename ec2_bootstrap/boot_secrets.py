@@ -19,11 +19,12 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from boot import aws_client, ensure_state_dirs
+from boot import aws_client, deny_scheduled_jobs, ensure_state_dirs
 from layout import (
     BootError,
     Paths,
@@ -32,6 +33,7 @@ from layout import (
     is_regular,
     owner_ids,
     read_config,
+    retry,
     run,
     secure_file,
     write_file,
@@ -107,6 +109,7 @@ def secrets_step(paths: Paths) -> None:
     owner = owner_ids(paths.user)
     group = (0, owner[1]) if owner else None
     ensure_state_dirs(paths)
+    deny_scheduled_jobs(paths)  # every boot: an AMI update may have reset the files
     ensure_dir(paths.secrets, 0o750, group)
     try:
         password, token = fetch_secrets(config)
@@ -167,9 +170,15 @@ def configure_git(paths: Paths, config: dict[str, str]) -> None:
 
 
 def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
-    """Clone the team's repo at first boot; initialise it when empty; never touch an existing one."""
+    """Clone the team's repo at first boot (retried); initialise it when the team's is empty;
+    never touch one that has history. When GitHub can't be reached at first boot, the folder
+    starts as an empty repository marked not-cloned (autosave commits nothing on main then, or
+    it would start a history unrelated to the team's), and a later boot takes the history."""
+    import git_autosave
+
     env = {"HOME": str(paths.home), "GIT_TERMINAL_PROMPT": "0"}
     url = config["GITHUB_REPO_URL"]
+    marker = paths.repo / ".git" / git_autosave.NOT_CLONED
 
     def git(*args: str, timeout: float = 120) -> str:
         return run("git", *args, env=env, timeout=timeout)
@@ -179,20 +188,24 @@ def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
 
     if not (paths.repo / ".git").exists():
         try:
-            git("clone", "-q", url, str(paths.repo), timeout=600)
+            retry("git clone", lambda: git("clone", "-q", url, str(paths.repo), timeout=600))
             logger.info("cloned %s into %s", url, paths.repo)
         except BootError as error:
-            # Jupyter still starts; autosave commits locally and pushes once GitHub answers.
-            logger.error("could not clone %s (%s); starting with a local repository", url, error)
+            logger.error("could not clone %s (%s); Jupyter starts on an empty folder, and the "
+                         "next boot takes the team's history", url, error)  # fmt: skip
             paths.repo.mkdir(parents=True, exist_ok=True)
             git("init", "-q", "-b", "main", str(paths.repo))
             in_repo("remote", "add", "origin", url)
+            marker.write_text("the first clone failed; boot.py repo fetches the history\n")
+            return
+    if marker.exists():
+        take_the_teams_history(paths, in_repo, marker)
+        if marker.exists():
+            return
     if in_repo("for-each-ref", "--count=1").strip():
         # It has a branch or tag: a person's repository. Never touch it, even on an unborn
         # branch (`git checkout --orphan` makes HEAD unborn in a repository with history).
         return
-    import git_autosave
-
     for name, content in (("README.md", README), (".gitignore", git_autosave.DEFAULT_GITIGNORE)):
         if not (paths.repo / name).exists():
             (paths.repo / name).write_text(content)
@@ -204,6 +217,30 @@ def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
         in_repo("push", "-q", "origin", "HEAD:refs/heads/main", timeout=300)
     except BootError as error:
         logger.warning("first push failed (%s); autosave pushes it later", error)
+
+
+def take_the_teams_history(paths: Paths, in_repo: Callable[..., str], marker: Path) -> None:
+    """The first clone failed: fetch now, and check out the team's branch as `git checkout`
+    does, which refuses rather than overwrite a file saved meanwhile (then it says which)."""
+    try:
+        in_repo("fetch", "-q", "origin", timeout=600)
+    except BootError as error:
+        logger.error(
+            "GitHub is still unreachable (%s); the work folder is not the team's yet", error
+        )
+        return
+    head = in_repo("ls-remote", "--symref", "origin", "HEAD").split()
+    branch = head[1].removeprefix("refs/heads/") if len(head) > 1 and head[0] == "ref:" else "main"
+    if in_repo("for-each-ref", "--count=1", f"refs/remotes/origin/{branch}").strip():
+        try:
+            in_repo("checkout", "-q", "-B", branch, "--track", f"origin/{branch}")
+        except BootError as error:
+            logger.error("could not take the team's history into %s: %s. Move the files it names "
+                         "aside (autosave keeps them on its side branch), then reboot", paths.repo,
+                         error)  # fmt: skip
+            return
+        logger.info("took the team's history: %s is on %s", paths.repo, branch)
+    marker.unlink()
 
 
 def repo_step(paths: Paths) -> None:

@@ -66,6 +66,7 @@ from typing import Any
 from autosave_git import (  # noqa: F401  (re-exported: boot.py and the tests use them from here)
     DEFAULT_EXCLUDES,
     DEFAULT_GITIGNORE,
+    NOT_CLONED,
     GitError,
     Outcome,
     PushRefused,
@@ -155,9 +156,10 @@ def worker_for(root: Path) -> Worker | None:
         if root not in _workers:
             try:
                 repo = Repo(root)
-            except (GitError, OSError):
-                logger.warning("autosave is off: %s is not a git repository", root)
-                _workers[root] = None  # type: ignore[assignment]
+            except (GitError, OSError) as error:
+                # Not cached: a broken ~/.gitconfig fixed later, or a clone that arrives later,
+                # turns autosave on at the next save.
+                logger.warning("autosave can't work on %s yet: %s", root, redact(str(error)))
                 return None
             debounce = float(os.environ.get("JUPYTER_AUTOSAVE_DEBOUNCE", "2"))
             _workers[root] = Worker(repo, debounce=debounce)
@@ -182,7 +184,12 @@ def post_save_hook(
 def flush(repo_path: Path, timeout: float) -> int:
     """Commit and push now; the exit code says whether the remote's home branch has it all."""
     deadline = time.monotonic() + timeout
-    repo = Repo(repo_path)
+    try:
+        repo = Repo(repo_path)
+    except (GitError, OSError) as error:
+        logger.error("flush: %s is not a repository autosave can use: %s; nothing was committed",
+                     repo_path, redact(str(error)))  # fmt: skip
+        return EXIT_NOT_PUSHED
     delay = 1.0
     while True:
         missing = None

@@ -9,8 +9,8 @@ set -euo pipefail
 [ "${SERVICE_RESULT:-success}" = success ] && exit 0
 config=${JOD_CONFIG:-/etc/jupyter-on-demand/config.env}
 heartbeat=${JOD_RUN_DIR:-/run/jupyter-on-demand}/idle-ok
-minutes=$(sed -n 's/^IDLE_MINUTES=\([0-9][0-9]*\).*/\1/p' "$config" 2>/dev/null | head -n 1 || true)
-limit=$((${minutes:-40} * 60))
+minutes=$(sed -n 's/^IDLE_MINUTES=\([0-9][0-9.]*\).*/\1/p' "$config" 2>/dev/null | head -n 1 || true)
+limit=$(awk -v minutes="${minutes:-40}" 'BEGIN { printf "%d", minutes * 60 }') # 0.5 is 30 s
 uptime=$(cut -d . -f 1 /proc/uptime)
 quiet=$uptime
 if [ -f "$heartbeat" ]; then

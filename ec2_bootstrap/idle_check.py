@@ -268,8 +268,8 @@ class Checker:
         tree = set().union(*(descendants(self.procs, root) for root in roots)) if roots else set()
         return sum(usage.get(pid, 0.0) for pid in tree)
 
-    def terminal_jobs(self, pids: set[int]) -> list[Proc]:
-        """Foreground jobs of terminals (a shell whose tty's foreground group isn't its own)."""
+    def terminal_jobs(self, pids: set[int]) -> list[tuple[Proc, Proc]]:
+        """(shell, job): terminals whose foreground group isn't their shell's."""
         jobs = []
         for pid in pids:
             proc = self.procs.get(pid)
@@ -281,47 +281,52 @@ class Checker:
             if is_session_shell and proc.tpgid != proc.pgrp:
                 job = next((p for p in self.procs.values() if p.pgrp == proc.tpgid), None)
                 if job is not None:
-                    jobs.append(job)
-        return sorted(jobs, key=lambda job: job.pid)
+                    jobs.append((proc, job))
+        return sorted(jobs, key=lambda pair: pair[0].pid)
 
     def observe_terminal_jobs(
         self, seen: Observation, pids: set[int], usage: dict[int, float]
     ) -> None:
-        """A job counts, but not one at ~0% CPU for --stuck-busy-minutes: a REPL or an editor left
-        open in a forgotten terminal must not bill a GPU forever (a kernel gets the same rule)."""
-        job_since = self.state.get("job_since", {})
+        """A terminal's job counts, but not once its terminal has run jobs for
+        --stuck-busy-minutes at ~0% CPU with nobody typing: a REPL, an editor or a `while
+        sleep` loop left in a forgotten terminal must not bill a GPU forever (kernels get the same
+        rule). The age belongs to the terminal's shell, since a loop starts a new job each time."""
+        terminal_since = self.state.get("terminal_since", {})
         current = {}
-        for job in self.terminal_jobs(pids):
+        for shell, job in self.terminal_jobs(pids):
             label = f"{job.cmdline[:60]} (pid {job.pid})"
-            key = f"{job.pid}:{job.start}"
-            since = parse_time(job_since.get(key)) or self.now
+            key = f"{shell.pid}:{shell.start}"
+            since = parse_time(terminal_since.get(key)) or self.now
+            typed = self.tty_atime(shell.pid)
+            if typed is not None and typed > since:
+                since = min(typed, self.now)  # someone typed: the terminal is in use
             current[key] = since.isoformat()
             age = (self.now - since).total_seconds()
-            cpu = sum(usage.get(p.pid, 0.0) for p in self.procs.values() if p.pgrp == job.pgrp)
+            cpu = sum(usage.get(p.pid, 0.0) for p in self.procs.values() if p.tty == shell.tty)
             if age >= self.o.stuck_busy_seconds and cpu < self.o.cpu_percent:
                 seen.notes.append(
-                    f"terminal job {label} for {age / 3600:.1f} h at {cpu:.0f}% CPU: ignored"
+                    f"terminal job {label}: nobody typed for {age / 3600:.1f} h, {cpu:.0f}% CPU: ignored"
                 )
                 continue
             seen.active.append(f"terminal job {label}")
-        self.state["job_since"] = current
+        self.state["terminal_since"] = current
+
+    def tty_atime(self, pid: int) -> datetime | None:
+        """The last input on a process's terminal (its tty's access time, as `w` shows it); a
+        time in the future (`touch -a -d 2099-…` on one's own tty) is ignored."""
+        try:
+            tty = os.readlink(f"/proc/{pid}/fd/0")
+            if not tty.startswith(("/dev/pts/", "/dev/tty")):
+                return None
+            atime = datetime.fromtimestamp(os.stat(tty).st_atime, tz=UTC)
+        except OSError:
+            return None
+        return atime if atime <= self.now + CLOCK_SKEW else None
 
     def tty_input(self, pids: set[int]) -> datetime | None:
-        """Last input on the terminals of user processes (the tty device's access time)."""
-        latest = None
-        for pid in pids:
-            try:
-                tty = os.readlink(f"/proc/{pid}/fd/0")
-            except OSError:
-                continue
-            if not tty.startswith(("/dev/pts/", "/dev/tty")):
-                continue
-            try:
-                atime = datetime.fromtimestamp(os.stat(tty).st_atime, tz=UTC)
-            except OSError:
-                continue
-            latest = max(latest, atime) if latest else atime
-        return latest
+        """Last input on the terminals of user processes."""
+        times = [t for t in (self.tty_atime(pid) for pid in pids) if t is not None]
+        return max(times, default=None)
 
     def gpus_busy(self) -> list[str]:
         nvidia_smi = shutil.which("nvidia-smi")

@@ -654,3 +654,18 @@ def test_a_lock_a_persons_git_holds_stays_when_autosave_kills_its_own_git(
         marker.unlink()
     lock = repo_path / ".git" / "index.lock"
     assert lock.read_text() == "a person's git commit\n"
+
+
+def test_a_broken_gitconfig_at_the_first_save_never_turns_autosave_off_for_the_session(
+    remote, tmp_path
+) -> None:
+    repo, home = instance_clone(remote, tmp_path)
+    config = home / ".gitconfig"
+    good = config.read_text()
+    config.write_text(good + "[core\n  typo\n")  # a teammate's typo
+    with running_jupyter(repo, tmp_path / "work", env={"HOME": str(home)}) as jupyter:
+        assert jupyter.save("first.py", "a = 1\n").status_code in (200, 201)
+        wait_for(lambda: "autosave can't work on" in jupyter.logs(), timeout=20)
+        config.write_text(good)  # fixed
+        assert jupyter.save("second.py", "b = 2\n").status_code in (200, 201)
+        wait_for(lambda: {"first.py", "second.py"} <= set(remote.files()), timeout=30)

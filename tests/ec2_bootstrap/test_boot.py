@@ -50,6 +50,7 @@ def paths(tmp_path, monkeypatch, remote: GitRemote) -> boot.Paths:
         "JOD_STATE_DIR": str(tmp_path / "state"),
         "JOD_HOME": str(tmp_path / "home"),
         "JOD_USER": getpass.getuser(),
+        "JOD_RETRY_SECONDS": "0.01",
         "JOD_SYSTEMD_DIR": str(tmp_path / "systemd"),
     }
     for key, value in env.items():
@@ -289,3 +290,35 @@ def test_a_broken_gitconfig_is_logged_and_never_keeps_jupyter_from_starting(
     assert boot.main(["secrets"]) == 0
     assert paths.jupyter_env.exists()
     assert "could not set up the git settings" in caplog.text
+
+
+def test_a_first_clone_that_failed_takes_the_teams_history_at_the_next_boot(
+    ssm, paths, remote, tmp_path
+) -> None:
+    import git_autosave
+
+    seed = tmp_path / "seed"
+    subprocess.run(["git", "clone", "-q", str(remote.bare), str(seed)], check=True)
+    (seed / "team_analysis.py").write_text("print('the team')\n")
+    subprocess.run(["git", "-C", str(seed), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(seed), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-qm", "team"], check=True)  # fmt: skip
+    subprocess.run(["git", "-C", str(seed), "push", "-q", "origin", "HEAD:main"], check=True)
+    team_head = remote.head()
+    remote.stop()  # GitHub unreachable at the first boot
+    assert boot.main(["secrets"]) == 0
+    (paths.repo / "my_notebook.py").write_text("x = 1\n")  # saved while GitHub was away
+    with pytest.raises(git_autosave.GitError):  # the side branch can't be pushed either
+        git_autosave.Repo(paths.repo).sync(["my_notebook.py"])
+    assert "could not be cloned" in git_autosave.Repo(paths.repo).read_status()["waiting"]
+    branches = subprocess.run(["git", "-C", str(paths.repo), "for-each-ref", "refs/heads"],
+                              capture_output=True, text=True).stdout  # fmt: skip
+    assert "refs/heads/main" not in branches  # no history unrelated to the team's
+    remote.start()
+    assert boot.main(["secrets"]) == 0  # the next boot
+    assert (paths.repo / "team_analysis.py").read_text() == "print('the team')\n"
+    assert (paths.repo / "my_notebook.py").read_text() == "x = 1\n"
+    head = subprocess.run(["git", "-C", str(paths.repo), "rev-parse", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    assert head == team_head
+    assert not (paths.repo / ".git" / git_autosave.NOT_CLONED).exists()

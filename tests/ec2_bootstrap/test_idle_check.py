@@ -118,6 +118,38 @@ def test_a_repl_left_open_in_a_terminal_past_the_cap_at_zero_cpu_is_idle(jupyter
     assert "python3 -q (pid" in decision["reason"] and "ignored" in decision["reason"]
 
 
+def test_a_sleep_loop_left_in_a_terminal_past_the_cap_is_idle(jupyter, tmp_path) -> None:
+    """Each `sleep` is a new job: the age belongs to the terminal, not to the job."""
+    state = tmp_path / "state.json"
+    terminal_input(jupyter, start_terminal(jupyter), "while true; do date; sleep 1; done\r")
+    time.sleep(2)
+    first = check(jupyter, state, "--stuck-busy-minutes", "0.05")
+    assert first["idle"] is False and "terminal job sleep 1" in first["reason"]
+    settle()
+    decision = check(jupyter, state, "--stuck-busy-minutes", "0.05")
+    assert decision["idle"] is True and decision["action"] == "would-stop", decision
+    assert "nobody typed" in decision["reason"]
+
+
+def test_a_tty_access_time_set_in_the_future_is_ignored(tmp_path) -> None:
+    controller, terminal = os.openpty()
+    process = subprocess.Popen(["sleep", "30"], stdin=terminal)
+    try:
+        future = time.time() + 10 * 365 * 86400
+        os.utime(os.ttyname(terminal), (future, time.time()))  # `touch -a -d 2036-…` on one's tty
+        checker = idle_check.Checker(
+            idle_check.Options(jupyter_url="http://127.0.0.1:1", token="", idle_seconds=60,
+                               state_file=tmp_path / "state.json")
+        )  # fmt: skip
+        assert checker.tty_atime(process.pid) is None
+        assert checker.tty_input({process.pid}) is None
+    finally:
+        process.kill()
+        process.wait()
+        os.close(controller)
+        os.close(terminal)
+
+
 def test_a_training_loop_in_a_terminal_past_the_cap_is_still_active(jupyter, tmp_path) -> None:
     state = tmp_path / "state.json"
     terminal_input(jupyter, start_terminal(jupyter), "python3 -c 'while True: pass'\r")

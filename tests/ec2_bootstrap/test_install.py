@@ -212,7 +212,7 @@ def run_failsafe(
     *,
     heartbeat_age: float | None,
     boot_step: bool = False,
-    idle_minutes: int = 40,
+    idle_minutes: int | str = 40,
 ) -> subprocess.CompletedProcess[str]:
     """The fail-safe as systemd runs it after a check ($SERVICE_RESULT), with `shutdown` and
     `pgrep` replaced by recorders."""
@@ -252,13 +252,26 @@ def run_failsafe(
         ("timeout", 45 * 60, False, True),  # a hang its unit's timeout killed
         ("exit-code", 10 * 60, False, False),  # failing, but a check completed 10 min ago
         ("exit-code", None, True, False),  # not installed yet, a boot step runs: it waits
+        ("exit-code", 45, False, True),  # IDLE_MINUTES=0.5 is 30 s, not 0 and not 5 min
+        ("exit-code", 15, False, False),
     ],
-    ids=["checker-ok", "failing-45-min", "hung-45-min", "failing-10-min", "first-install"],
+    ids=[
+        "checker-ok",
+        "failing-45-min",
+        "hung-45-min",
+        "failing-10-min",
+        "first-install",
+        "half-minute-passed",
+        "half-minute-not-yet",
+    ],
 )
 def test_the_failsafe_stops_the_machine_once_no_check_completed_for_the_idle_time(
     tmp_path, result: str, heartbeat_age: float | None, boot_step: bool, stops: bool
 ) -> None:
-    outcome = run_failsafe(tmp_path, result, heartbeat_age=heartbeat_age, boot_step=boot_step)
+    minutes = "0.5" if heartbeat_age in (15, 45) else "40"
+    outcome = run_failsafe(
+        tmp_path, result, heartbeat_age=heartbeat_age, boot_step=boot_step, idle_minutes=minutes
+    )
     assert outcome.returncode == 0, outcome.stderr
     assert (tmp_path / "shutdown").exists() is stops, outcome.stdout
     if stops:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -84,3 +85,27 @@ def test_kernels_do_not_inherit_the_password_hash_or_the_token(tmp_path) -> None
         names = out.read_text().split()
         assert "JUPYTER_ROOT_DIR" in names  # the kernel did see the server's environment
         assert "JUPYTER_TOKEN" not in names and "JUPYTER_HASHED_PASSWORD" not in names
+
+
+def unit_environment() -> dict[str, str]:
+    unit = (Path(CONFIG).parent / "jupyter-on-demand.service").read_text()
+    pairs = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("Environment=")]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_a_jupyter_config_planted_in_the_home_never_runs_in_the_server(tmp_path) -> None:
+    """A notebook can write ~/.jupyter/jupyter_config.py; the unit points Jupyter's config path
+    at root's folder, so it never runs (it would at every boot, with no process to see)."""
+    environment = unit_environment()
+    assert environment["JUPYTER_CONFIG_DIR"].startswith("/opt/jupyter-on-demand/")
+    home = tmp_path / "home"
+    marker = tmp_path / "planted-config-ran"
+    (home / ".jupyter").mkdir(parents=True)
+    (home / ".jupyter" / "jupyter_config.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (home / ".jupyter" / "jupyter_server_config.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+    )
+    env = {"HOME": str(home), "JUPYTER_CONFIG_DIR": environment["JUPYTER_CONFIG_DIR"]}
+    with running_jupyter(tmp_path / "root", tmp_path / "work", env=env) as jupyter:
+        assert login(jupyter.url, PASSWORD).get(f"{jupyter.url}/api/status", timeout=10).ok
+    assert not marker.exists()
