@@ -219,9 +219,9 @@ class Repo:
         ref = self.git("symbolic-ref", "-q", f"{prefix}HEAD", check=False).strip()
         return ref[len(prefix) :] if ref.startswith(prefix) else "main"
 
-    def index_locked(self) -> bool:
-        """`.git/index.lock` is there and stays for INDEX_LOCK_GRACE s (a live git gets time)."""
-        lock = self.git_dir / "index.lock"
+    def index_locked(self, name: str = "index.lock") -> bool:
+        """`.git/<name>` is there and stays for INDEX_LOCK_GRACE s (a live git gets time)."""
+        lock = self.git_dir / name
         deadline = time.monotonic() + INDEX_LOCK_GRACE
         while lock.exists():
             if time.monotonic() > deadline:
@@ -238,11 +238,12 @@ class Repo:
                 "the first boot): the next boot takes its history; until then nothing is "
                 "committed on main"
             )
-        if self.index_locked():
-            return (
-                "another git command is running, or one was killed and left .git/index.lock "
-                "behind: remove .git/index.lock if no git command is running"
-            )
+        for lock in ("index.lock", f"refs/heads/{home}.lock", "HEAD.lock"):
+            if self.index_locked(lock):
+                return (
+                    f"another git command is running, or one was killed and left .git/{lock} "
+                    f"behind: remove .git/{lock} if no git command is running"
+                )
         for name, reason in IN_PROGRESS:
             if (self.git_dir / name).exists():
                 return reason

@@ -168,6 +168,15 @@ def stale_index_lock(repo: Path, home: Path) -> None:
     (repo / ".git" / "index.lock").write_bytes(b"left by a git that died\n")
 
 
+def stale_ref_lock(repo: Path, home: Path) -> None:
+    """A git killed while it moved main left refs/heads/main.lock."""
+    (repo / ".git" / "refs" / "heads" / "main.lock").write_bytes(b"left by a git that died\n")
+
+
+def remove_ref_lock(repo: Path, home: Path) -> None:
+    (repo / ".git" / "refs" / "heads" / "main.lock").unlink()
+
+
 def remove_index_lock(repo: Path, home: Path) -> None:
     (repo / ".git" / "index.lock").unlink()
 
@@ -211,6 +220,7 @@ STATES = [
     pytest.param(git_steps(("switch", "--detach", "HEAD~1")), git_steps(("switch", "main")), "HEAD is detached", id="detached-head"),
     pytest.param(git_steps(("switch", "-c", "experiment")), git_steps(("switch", "main")), "branch experiment is checked out, not main", id="another-branch"),
     pytest.param(stale_index_lock, remove_index_lock, "remove .git/index.lock if no git command is running", id="stale-index-lock"),
+    pytest.param(stale_ref_lock, remove_ref_lock, "remove .git/refs/heads/main.lock if no git command is running", id="stale-ref-lock"),
     pytest.param(killed_git_commit, remove_index_lock, "remove .git/index.lock if no git command is running", id="git-commit-killed"),
     pytest.param(stash_pop_conflict, resolve("a.txt"), "unresolved conflicts in a.txt", id="unmerged-entries"),
 ]  # fmt: skip
