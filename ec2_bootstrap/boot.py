@@ -230,6 +230,12 @@ def sync_step(paths: Paths) -> None:
         if write_file(paths.app / name, content, 0o644)
     ]
     units = [write_file(paths.systemd / unit, files[unit], 0o644) for unit in UNITS]
+    ensure_dir(paths.jupyter_config, 0o755, (0, 0) if os.geteuid() == 0 else None)
+    # jupyter_core writes this marker into the config folder at the first start after a kernel
+    # made ~/.ipython, and fails when it can't; it gives up quietly on one it can't write.
+    write_file(
+        paths.jupyter_config / "migrated", "not migrated: jupyter-on-demand's own config\n", 0o644
+    )
     for legacy in LEGACY_FILES:  # the cron-based idle check of older versions
         (paths.app / legacy).unlink(missing_ok=True)
     (paths.system_etc / "cron.d" / "jupyter-on-demand").unlink(missing_ok=True)

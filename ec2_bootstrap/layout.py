@@ -54,6 +54,12 @@ class Paths:
         return self.venv / "bin" / "python"
 
     @property
+    def jupyter_config(self) -> Path:
+        """Jupyter's config path for the server (JUPYTER_CONFIG_DIR in jupyter-on-demand.service):
+        root's and empty, so nothing the user writes in ~/.jupyter runs inside the server."""
+        return self.app / "jupyter-config"
+
+    @property
     def jupyter_env(self) -> Path:
         return self.secrets / "jupyter.env"
 

@@ -78,13 +78,19 @@ def test_sync_installs_the_code_and_units_and_removes_the_cron_idle_check(ssm, p
     for unit in boot.UNITS:
         assert (paths.systemd / unit).read_text() == (BOOTSTRAP / unit).read_text()
     assert not (paths.app / "idle-check.sh").exists()
+    # Jupyter's config folder (JUPYTER_CONFIG_DIR of the unit): root's, with the marker that
+    # keeps jupyter_core from writing there.
+    unit = (paths.systemd / "jupyter-on-demand.service").read_text()
+    assert "Environment=JUPYTER_CONFIG_DIR=/opt/jupyter-on-demand/jupyter-config" in unit
+    assert paths.jupyter_config == paths.app / "jupyter-config"
+    assert (paths.jupyter_config / "migrated").is_file()
 
 
 def test_sync_twice_changes_nothing(ssm, paths) -> None:
     assert boot.main(["sync"]) == 0
-    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths.app.rglob("*")}
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths.app.rglob("*") if p.is_file()}
     assert boot.main(["sync"]) == 0
-    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths.app.rglob("*")} == before
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths.app.rglob("*") if p.is_file()} == before
 
 
 def test_a_tampered_chunk_is_refused_and_the_installed_code_kept(ssm, paths, caplog) -> None:

@@ -105,7 +105,11 @@ def test_a_jupyter_config_planted_in_the_home_never_runs_in_the_server(tmp_path)
     (home / ".jupyter" / "jupyter_server_config.py").write_text(
         f"open({str(marker)!r}, 'w').close()\n"
     )
-    env = {"HOME": str(home), "JUPYTER_CONFIG_DIR": environment["JUPYTER_CONFIG_DIR"]}
+    (home / ".ipython").mkdir()  # kernels make it; then jupyter_core wants to migrate config
+    config_dir = tmp_path / "jupyter-config"  # as `boot.py sync` makes it, in place of /opt's
+    config_dir.mkdir()
+    (config_dir / "migrated").write_text("not migrated\n")
+    env = {"HOME": str(home), "JUPYTER_CONFIG_DIR": str(config_dir)}
     with running_jupyter(tmp_path / "root", tmp_path / "work", env=env) as jupyter:
         assert login(jupyter.url, PASSWORD).get(f"{jupyter.url}/api/status", timeout=10).ok
     assert not marker.exists()
