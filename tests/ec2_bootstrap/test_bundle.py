@@ -88,9 +88,13 @@ def test_sync_installs_the_code_and_units_and_removes_the_cron_idle_check(ssm, p
 
 def test_sync_twice_changes_nothing(ssm, paths) -> None:
     assert boot.main(["sync"]) == 0
-    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths.app.rglob("*") if p.is_file()}
+    before = {
+        p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths.app.rglob("*") if p.is_file()
+    }
     assert boot.main(["sync"]) == 0
-    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths.app.rglob("*") if p.is_file()} == before
+    assert {
+        p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths.app.rglob("*") if p.is_file()
+    } == before
 
 
 def test_a_tampered_chunk_is_refused_and_the_installed_code_kept(ssm, paths, caplog) -> None:
