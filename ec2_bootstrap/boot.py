@@ -115,7 +115,7 @@ def deny_scheduled_jobs(paths: Paths) -> None:
 def ensure_state_dirs(paths: Paths) -> None:
     """Root's state folder is root's (an older layout gave it to the service user); Jupyter
     records activity in a folder of its own inside it."""
-    ensure_dir(paths.state, 0o755, (0, 0) if os.geteuid() == 0 else None)
+    ensure_dir(paths.state, 0o755, owner_ids("root"))
     ensure_dir(paths.user_state, 0o700, owner_ids(paths.user))
 
 
@@ -230,7 +230,7 @@ def sync_step(paths: Paths) -> None:
         if write_file(paths.app / name, content, 0o644)
     ]
     units = [write_file(paths.systemd / unit, files[unit], 0o644) for unit in UNITS]
-    ensure_dir(paths.jupyter_config, 0o755, (0, 0) if os.geteuid() == 0 else None)
+    ensure_dir(paths.jupyter_config, 0o755, owner_ids("root"))
     # jupyter_core writes this marker into the config folder at the first start after a kernel
     # made ~/.ipython, and fails when it can't; it gives up quietly on one it can't write.
     write_file(

@@ -100,7 +100,7 @@ def ensure_certificate(paths: Paths, group: tuple[int, int] | None) -> None:
         )  # fmt: skip
         logger.info("created a self-signed TLS certificate %s", paths.certfile)
     secure_file(paths.keyfile, 0o640, group)
-    secure_file(paths.certfile, 0o644, (0, 0) if group else None)
+    secure_file(paths.certfile, 0o644, owner_ids("root"))
 
 
 def secrets_step(paths: Paths) -> None:

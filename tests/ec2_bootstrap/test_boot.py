@@ -82,6 +82,18 @@ def snapshot(*roots: Path) -> dict[str, tuple[bytes, int, int]]:
     return files
 
 
+def team_pushes(remote: GitRemote, tmp_path: Path, files: dict[str, str]) -> None:
+    """The team's repository gets history: a teammate commits `files` and pushes to main."""
+    seed = tmp_path / "seed"
+    subprocess.run(["git", "clone", "-q", str(remote.bare), str(seed)], check=True)
+    for name, content in files.items():
+        (seed / name).write_text(content)
+    git = ["git", "-C", str(seed), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "team"], check=True)
+    subprocess.run([*git, "push", "-q", "origin", "HEAD:main"], check=True)
+
+
 def test_secrets_step_writes_the_hash_token_credential_and_certificate(ssm, paths, remote) -> None:
     assert boot.main(["secrets"]) == 0
     values = boot.read_config(paths.jupyter_env)
@@ -111,27 +123,7 @@ def test_an_empty_team_repo_is_cloned_and_initialised_with_readme_and_gitignore(
 def test_an_existing_repo_is_cloned_and_its_gitignore_is_never_touched(
     ssm, paths, remote, tmp_path
 ) -> None:
-    seed = tmp_path / "seed"
-    subprocess.run(["git", "clone", "-q", str(remote.bare), str(seed)], check=True)
-    (seed / ".gitignore").write_text("data/\n")
-    (seed / "train.py").write_text("print('hi')\n")
-    subprocess.run(["git", "-C", str(seed), "add", "."], check=True)
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(seed),
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "team",
-        ],
-        check=True,
-    )
-    subprocess.run(["git", "-C", str(seed), "push", "-q", "origin", "HEAD:main"], check=True)
+    team_pushes(remote, tmp_path, {".gitignore": "data/\n", "train.py": "print('hi')\n"})
     assert boot.main(["secrets"]) == 0
     assert (paths.repo / "train.py").exists()
     assert (paths.repo / ".gitignore").read_text() == "data/\n"
@@ -297,13 +289,7 @@ def test_a_first_clone_that_failed_takes_the_teams_history_at_the_next_boot(
 ) -> None:
     import git_autosave
 
-    seed = tmp_path / "seed"
-    subprocess.run(["git", "clone", "-q", str(remote.bare), str(seed)], check=True)
-    (seed / "team_analysis.py").write_text("print('the team')\n")
-    subprocess.run(["git", "-C", str(seed), "add", "."], check=True)
-    subprocess.run(["git", "-C", str(seed), "-c", "user.name=t", "-c", "user.email=t@t",
-                    "commit", "-qm", "team"], check=True)  # fmt: skip
-    subprocess.run(["git", "-C", str(seed), "push", "-q", "origin", "HEAD:main"], check=True)
+    team_pushes(remote, tmp_path, {"team_analysis.py": "print('the team')\n"})
     team_head = remote.head()
     remote.stop()  # GitHub unreachable at the first boot
     assert boot.main(["secrets"]) == 0

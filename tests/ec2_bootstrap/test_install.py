@@ -105,15 +105,15 @@ def test_a_dpkg_lock_held_by_unattended_upgrades_is_waited_for_and_retried(
     assert calls[-1].endswith("install -y -q git")
 
 
-def test_an_install_that_keeps_failing_exits_non_zero_and_says_why(
-    tmp_path, monkeypatch, caplog
-) -> None:
+def install_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """(fake tools, app folder) for `boot.py install`: apt always fails on the dpkg lock, so any
+    apt call shows in tools/apt-calls and fails the step."""
     tools = fake_tools(tmp_path / "bin", apt_failures=100)
     config = tmp_path / "config.env"
     config.write_text("IDLE_MINUTES=40\n")
     app = tmp_path / "app"
     app.mkdir()
-    (app / "requirements.txt").write_text("jupyterlab\n")
+    (app / "requirements.txt").write_text("jupyterlab==4.6.6\n")
     for key, value in {
         "PATH": f"{tools}:/usr/bin:/bin",
         "JOD_RETRY_SECONDS": "0.01",
@@ -122,6 +122,13 @@ def test_an_install_that_keeps_failing_exits_non_zero_and_says_why(
         "JOD_STATE_DIR": str(tmp_path / "state"),
     }.items():
         monkeypatch.setenv(key, value)
+    return tools, app
+
+
+def test_an_install_that_keeps_failing_exits_non_zero_and_says_why(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    tools, _ = install_env(tmp_path, monkeypatch)
     assert boot.main(["install"]) == 1
     assert "BOOT FAILED (install)" in caplog.text
     assert "Could not get lock" in caplog.text
@@ -132,21 +139,9 @@ def test_an_install_that_keeps_failing_exits_non_zero_and_says_why(
 def test_an_installed_instance_returns_at_once_and_a_changed_requirement_reinstalls(
     tmp_path, monkeypatch
 ) -> None:
-    app = tmp_path / "app"
+    tools, app = install_env(tmp_path, monkeypatch)
     (app / "venv" / "bin").mkdir(parents=True)
     (app / "venv" / "bin" / "python").write_text("")
-    (app / "requirements.txt").write_text("jupyterlab==4.6.6\n")
-    config = tmp_path / "config.env"
-    config.write_text("IDLE_MINUTES=40\n")
-    tools = fake_tools(tmp_path / "bin", apt_failures=100)  # any apt call would fail the step
-    for key, value in {
-        "PATH": f"{tools}:/usr/bin:/bin",
-        "JOD_RETRY_SECONDS": "0.01",
-        "JOD_CONFIG": str(config),
-        "JOD_APP_DIR": str(app),
-        "JOD_STATE_DIR": str(tmp_path / "state"),
-    }.items():
-        monkeypatch.setenv(key, value)
     paths = boot.Paths.from_env()
     paths.state.mkdir()
     paths.install_stamp.write_text(boot.venv_inputs(paths, {}))
