@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from bench import autosave_latency, idle_check_cost, lambda_start_link
+from bench import autosave_latency, idle_check_cost, jupyter_startup, lambda_start_link
 
 
 def main() -> int:
     lambda_start_link.main()
     idle_check_cost.main()
     autosave_latency.main()
+    jupyter_startup.main()
     return 0
 
 

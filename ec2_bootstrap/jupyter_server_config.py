@@ -1,6 +1,10 @@
 """Jupyter Server configuration of jupyter-on-demand: on the instance, in the tests and the demo.
 
-    jupyter lab --config ec2_bootstrap/jupyter_server_config.py
+    python ec2_bootstrap/jupyter_extensions.py jupyter-lab \
+        --config ec2_bootstrap/jupyter_server_config.py
+
+(what jupyter-on-demand.service runs: `jupyter lab`, minus an import it never uses, see
+jupyter_extensions.main; plain `jupyter lab --config ...` runs the same server, ~0.8 s slower.)
 
 Environment variables (all optional but JUPYTER_HASHED_PASSWORD):
 
@@ -63,8 +67,34 @@ if certfile and keyfile:
     c.ServerApp.certfile = certfile
     c.ServerApp.keyfile = keyfile
 
-# Real interaction (not a tab's polling) is recorded for the idle checker.
-c.ServerApp.jpserver_extensions = {"jupyter_extensions": True}
+# A lean start: the server extensions the team uses, and nothing else. JupyterLab's packages turn
+# theirs on in <venv>/etc/jupyter/jupyter_server_config.d/*.json; False here wins over those files.
+c.ServerApp.jpserver_extensions = {
+    # Ours: real interaction (not a tab's polling) is recorded for the idle checker.
+    "jupyter_extensions": True,
+    "jupyterlab": True,
+    # Terminals: the team works in them, and the idle checker reads them.
+    "jupyter_server_terminals": True,
+    # Language servers (LSP): none is installed and JupyterLab's LSP features are off by default.
+    # At every start the extension looked for ~20 language servers in PATH and node_modules
+    # folders, and ran `npm prefix -g` where node is installed. /lsp/* answers 404 now.
+    "jupyter_lsp": False,
+    # The classic Notebook's config shim: no nbclassic is installed; it read the
+    # jupyter_notebook_config files and served <config>/nbconfig to classic extensions only.
+    "notebook_shim": False,
+}
+
+# JupyterLab's calls to the internet, which the team doesn't use (and which a private or
+# firewalled deployment would wait on):
+# - Extension Manager read-only: it still lists the installed extensions, but neither searches
+#   nor installs from PyPI (the venv is root's: an install from the UI would fail anyway), and
+#   the start doesn't build PyPI's HTTP client (~60 ms, measured).
+c.LabApp.extension_manager = "readonly"
+# - No JupyterLab news feed (https://jupyterlab.github.io/assets/feed.xml); the UI doesn't ask.
+c.LabApp.news_url = None
+# - No "a newer JupyterLab is available" check against pypi.org: the venv is pinned by
+#   requirements.txt and updated by a deploy, not from the UI.
+c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 
 # Every save is recorded for the git autosave worker; the save itself never waits for git.
 if os.environ.get("JUPYTER_AUTOSAVE", "1") != "0":

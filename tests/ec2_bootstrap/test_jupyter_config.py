@@ -1,17 +1,40 @@
-"""The project's Jupyter config, run for real: TLS on and off, password login only, fail closed."""
+"""The project's Jupyter config, run for real: TLS on and off, password login only, fail closed;
+and the server jupyter-on-demand.service starts: lean (only the extensions the team uses, no
+unused import, no call to the internet) with everything the team and the idle checker use."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import secrets
+import shlex
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 
-from demo.jupyter import CONFIG, PASSWORD, ROOT_FLAG, login, running_jupyter
+from demo.jupyter import (
+    CONFIG,
+    PASSWORD,
+    ROOT_FLAG,
+    Jupyter,
+    free_port,
+    hashed,
+    login,
+    running_jupyter,
+    wait_until_up,
+)
 from tests.support.kernels import execute
+
+BOOTSTRAP = Path(CONFIG).parent
+UNIT = BOOTSTRAP / "jupyter-on-demand.service"
+APP_DIR = "/opt/jupyter-on-demand/"  # where boot.py sync puts ec2_bootstrap/ on the instance
 
 
 @pytest.mark.parametrize("tls", [True, False], ids=["tls-on", "tls-off"])
@@ -88,9 +111,166 @@ def test_kernels_do_not_inherit_the_password_hash_or_the_token(tmp_path) -> None
 
 
 def unit_environment() -> dict[str, str]:
-    unit = (Path(CONFIG).parent / "jupyter-on-demand.service").read_text()
+    unit = UNIT.read_text()
     pairs = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("Environment=")]
     return dict(pair.split("=", 1) for pair in pairs)
+
+
+def unit_command() -> list[str]:
+    """The unit's ExecStart, with the instance's paths mapped to this checkout and this venv."""
+    line = next(line for line in UNIT.read_text().splitlines() if line.startswith("ExecStart="))
+    venv_bin = f"{Path(sys.executable).parent}/"
+    return [
+        word.replace(f"{APP_DIR}venv/bin/", venv_bin).replace(APP_DIR, f"{BOOTSTRAP}/")
+        for word in shlex.split(line.removeprefix("ExecStart="))
+    ]
+
+
+@contextmanager
+def running_unit(work: Path, env: dict[str, str] | None = None) -> Iterator[Jupyter]:
+    """The unit's command on 127.0.0.1, with the environment the demo's `jupyter lab` gets."""
+    port, token = free_port(), secrets.token_hex(16)
+    (work / "root").mkdir(parents=True, exist_ok=True)
+    environment = {
+        **os.environ,
+        "JUPYTER_IP": "127.0.0.1",
+        "JUPYTER_PORT": str(port),
+        "JUPYTER_ROOT_DIR": str(work / "root"),
+        "JUPYTER_TOKEN": token,
+        "JUPYTER_HASHED_PASSWORD": hashed(),
+        "JUPYTER_ACTIVITY_FILE": str(work / "activity.json"),
+        "JUPYTER_CONFIG_DIR": str(work / "config"),
+        "JUPYTER_DATA_DIR": str(work / "data"),
+        "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    for name in ("JUPYTER_CERTFILE", "JUPYTER_KEYFILE"):
+        environment.pop(name, None)
+    log = work / "jupyter.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*unit_command(), "--no-browser", *ROOT_FLAG],
+            cwd=work,
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, token, process, log)
+        yield Jupyter(url, token, work / "root", work / "activity.json", process, log)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def unit_jupyter(tmp_path_factory) -> Iterator[Jupyter]:
+    with running_unit(tmp_path_factory.mktemp("unit")) as jupyter:
+        yield jupyter
+
+
+def loaded_extensions(log: str) -> set[str]:
+    """The server extensions Jupyter Server says it loaded, from its own log lines."""
+    return set(re.findall(r"\] (\S+) \| extension was successfully loaded", log))
+
+
+def page_config(jupyter: Jupyter) -> dict:
+    """The page config the JupyterLab page gets (what its front end decides from)."""
+    page = jupyter.api("GET", "/lab")
+    page.raise_for_status()
+    match = re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>',
+                      page.text, re.S)  # fmt: skip
+    assert match, page.text[:500]
+    return json.loads(match.group(1))
+
+
+def test_the_unit_starts_only_the_server_extensions_the_team_uses(unit_jupyter) -> None:
+    assert loaded_extensions(unit_jupyter.logs()) == {
+        "jupyter_extensions",
+        "jupyterlab",
+        "jupyter_server_terminals",
+    }
+
+
+def test_no_language_server_api_is_served(unit_jupyter) -> None:
+    assert unit_jupyter.api("GET", "/lsp/status").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (("news", "disabled"), True),  # no feed fetched from jupyterlab.github.io
+        (("extensionManager", "can_install"), False),  # no PyPI search or install
+        (("extensionManager", "name"), "read-only"),
+    ],
+    ids=["no-news-feed", "no-extension-installs", "read-only-extension-manager"],
+)
+def test_jupyterlab_is_told_not_to_call_the_internet(unit_jupyter, setting, expected) -> None:
+    section, key = setting
+    assert page_config(unit_jupyter)[section][key] == expected
+
+
+def test_jupyterlab_never_asks_pypi_for_a_newer_version(monkeypatch) -> None:
+    """Checked on the config, not the server: asking a server that does check would reach pypi.org."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    monkeypatch.setenv("JUPYTER_HASHED_PASSWORD", hashed())
+    monkeypatch.setenv("JUPYTER_AUTOSAVE", "0")
+    from jupyterlab import NeverCheckForUpdate
+    from jupyterlab.labapp import LabApp
+
+    config = PyFileConfigLoader(Path(CONFIG).name, path=str(BOOTSTRAP)).load_config()
+    assert LabApp(config=config).check_for_updates_class is NeverCheckForUpdate
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/status", "/api/sessions", "/api/kernels", "/api/terminals", "/api/contents"]
+)
+def test_the_unit_serves_what_the_idle_checker_reads_with_the_token(unit_jupyter, path) -> None:
+    assert unit_jupyter.api("GET", path).status_code == 200
+
+
+def test_the_unit_serves_the_team_password_login(unit_jupyter) -> None:
+    good = login(unit_jupyter.url, PASSWORD)
+    assert good.get(f"{unit_jupyter.url}/api/contents", timeout=10).status_code == 200
+    bad = login(unit_jupyter.url, "not-the-password")
+    assert bad.get(f"{unit_jupyter.url}/api/contents", timeout=10).status_code == 403
+
+
+def test_the_idle_checker_tells_the_units_server_from_a_users_process(unit_jupyter) -> None:
+    """The checker ignores the server's own CPU (an open tab's polling) by its command line."""
+    import idle_check
+
+    server = idle_check.read_proc(unit_jupyter.process.pid)
+    assert server is not None
+    assert idle_check.JUPYTER_SERVER.search(server.cmdline)
+
+
+def test_the_unit_serves_terminals(unit_jupyter) -> None:
+    created = unit_jupyter.api("POST", "/api/terminals")
+    assert created.status_code == 200
+    name = created.json()["name"]
+    assert name in [t["name"] for t in unit_jupyter.api("GET", "/api/terminals").json()]
+    assert unit_jupyter.api("DELETE", f"/api/terminals/{name}").status_code == 204
+
+
+def test_the_unit_never_imports_the_iri_grammar_jupyter_does_not_use(tmp_path) -> None:
+    """rfc3987_syntax compiles ~40 parsers at import (half of a start); no Jupyter schema needs it."""
+    with running_unit(tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"}) as jupyter:
+        pass
+    imported = re.findall(r"^import time:.*\| +(\S+)$", jupyter.logs(), re.M)
+    assert "jupyterlab.labapp" in imported  # the trace covers the server's imports
+    assert "rfc3987_syntax.syntax_helpers" not in imported
+    assert "lark" not in imported
 
 
 def test_a_jupyter_config_planted_in_the_home_never_runs_in_the_server(tmp_path) -> None:
