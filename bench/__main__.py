@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from bench import autosave_latency, idle_check_cost, jupyter_startup, lambda_start_link
+from bench import (
+    autosave_latency,
+    idle_check_cost,
+    jupyter_startup,
+    lambda_start_link,
+    terraform_apply,
+)
 
 
 def main() -> int:
     lambda_start_link.main()
     idle_check_cost.main()
     autosave_latency.main()
+    terraform_apply.main()
     jupyter_startup.main()
     return 0
 

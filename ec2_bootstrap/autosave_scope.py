@@ -172,7 +172,7 @@ def without_oversized(repo: Repo, tree: str, base: str | None) -> tuple[str, lis
     base_tree = f"{base}^{{tree}}" if base else empty_tree(repo)
     raw = repo.git("diff-tree", "-r", "-z", "--no-renames", base_tree, tree).split("\0")
     changes = []  # (old mode, old id, new id, status, path)
-    for meta, path in zip(raw[0::2], raw[1::2]):
+    for meta, path in zip(raw[0::2], raw[1::2], strict=False):
         old_mode, new_mode, old_id, new_id, status = meta.lstrip(":").split()
         if status in ("A", "M", "T") and new_mode in BLOB_MODES:
             changes.append((old_mode, old_id, new_id, status, path))

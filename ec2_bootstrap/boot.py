@@ -3,13 +3,28 @@
     boot.py install   every boot until it has succeeded once: packages, the `jupyter` user, the
                       venv, the GPU kernel, `sync`, then starts the units; transient failures
                       retry with backoff
-    boot.py sync      the code bundle from SSM into /opt/jupyter-on-demand and the units
-    boot.py secrets   (boot_secrets.py) secrets from SSM, Jupyter's env file, the git credential,
-                      TLS; then `repo` as the service user; `ready` tags the instance
+    boot.py sync      the code bundle from SSM into /opt/jupyter-on-demand and the units, and the
+                      settings from SSM into config.env
+    boot.py wake      every boot, one process (jupyter-on-demand-secrets.service): `sync`, keeping
+                      the installed code and the last good config.env when SSM can't be read, then
+                      `secrets` (boot_secrets.py: secrets from SSM, Jupyter's env file, the git
+                      credential, TLS; then `repo` as the service user)
+    boot.py secrets   the second half of `wake` alone; `repo` the service user's part of it
+    boot.py ready     tags the instance once Jupyter answers
 
-user_data ships this file, layout.py and idle_check.py: standard library only, Python 3.9+, since
-the system Python runs `install` before the venv exists; boto3 is imported inside the functions
-that run in the venv.
+Settings: user_data writes only bootstrap.env (AWS_REGION and BOOTSTRAP_PARAMETER_PREFIX, where
+the rest is). `sync` reads the JSON settings Terraform keeps in <prefix>/settings, checks them,
+and writes config.env from bootstrap.env, the settings and local.env, so a changed setting takes
+effect at the next boot with no change to user_data. local.env (optional, root's, beside
+config.env) holds the site's own settings: a proxy, a pip mirror (PIP_*), KERNEL_PYTHON, or in the
+VM test the AWS endpoint, credentials and INSTANCE_ID (written by cloud-init vendor-data, so the
+user_data Terraform rendered stays as it is). It is merged last, wins over the settings, and is
+also the environment of every step (it may be what reaches SSM at all). Its values end up in
+config.env, which every user can read: no secrets in it.
+
+user_data ships this file and layout.py: standard library only, Python 3.10+, since the system
+Python runs `install` before the venv exists; boto3 is imported inside the functions that run in
+the venv.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +47,12 @@ from layout import (
     BootError,
     Paths,
     ensure_dir,
+    env_file,
+    is_regular,
     owner_ids,
     read_config,
     read_regular,
+    read_root_env,
     retry,
     run,
     write_file,
@@ -57,7 +76,25 @@ UNITS = (
 ENABLED = tuple(unit for unit in UNITS if unit != "jupyter-on-demand-idle.service")
 LEGACY_FILES = ("idle-check.sh", "idle-check.cron")  # and cron.d/jupyter-on-demand
 DLAMI_PYTHON = "/opt/pytorch/bin/python"  # the Deep Learning AMI's PyTorch environment
-MIN_PYTHON = (3, 9)
+MIN_PYTHON = (3, 10)
+# The step names: idle-failsafe.sh's pgrep and idle_check.BOOT_STEP know them all.
+STEPS = ("install", "sync", "wake", "secrets", "repo", "ready")
+# SSM GetParameters takes at most 10 names a call.
+GET_PARAMETERS_BATCH = 10
+
+# The settings Terraform writes to <prefix>/settings (infrastructure/locals.tf instance_config):
+# each key with the shape its value must have, and what that is in words.
+SETTINGS = {
+    "AWS_REGION": (r"[a-z]{2}(-[a-z]+)+-[0-9]+", "an AWS region such as eu-west-1"),
+    "TEAM_PASS_PARAMETER": (r"[A-Za-z0-9_.\-/]{1,2048}", "an SSM parameter name"),
+    "GITHUB_TOKEN_PARAMETER": (r"[A-Za-z0-9_.\-/]{1,2048}", "an SSM parameter name"),
+    "GITHUB_REPO_URL": (r"https?://[^\s/@]+/[^\s@]+", "an http(s) URL without credentials"),
+    "GITHUB_USER_NAME": (r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", "a GitHub user name"),
+    "JUPYTER_PORT": (r"[0-9]{4,5}", "a port from 1024 to 65535"),
+    "JUPYTER_TLS": (r"[01]", '"1" or "0"'),
+    "IDLE_MINUTES": (r"[0-9]+(\.[0-9]+)?", "a positive number of minutes"),
+    "READY_TAG": (r"[A-Za-z0-9 _.:/=+\-@]{1,128}", "an EC2 tag key"),
+}
 
 
 # --- First boot -------------------------------------------------------------------------------
@@ -157,12 +194,9 @@ def ensure_venv(paths: Paths, config: dict[str, str]) -> None:
 
 
 def install_step(paths: Paths) -> None:
-    if sys.version_info < MIN_PYTHON:
-        raise BootError(
-            f"this AMI's python3 is {sys.version.split()[0]}; jupyter-on-demand needs Python "
-            f"{'.'.join(map(str, MIN_PYTHON))} or newer (Ubuntu 22.04+, Debian 12, the Deep Learning AMIs)"
-        )
-    config = read_config(paths.config)
+    # config.env may not exist yet (the first boot): the site's settings are what pip needs, and
+    # `sync` below writes config.env before any unit that reads it starts.
+    config = site_config(paths)
     inputs = venv_inputs(paths, config)
     stamp = paths.install_stamp
     if read_regular(stamp) == inputs.encode() and paths.venv_python.exists():
@@ -182,15 +216,23 @@ def install_step(paths: Paths) -> None:
     logger.info("installed; Jupyter is starting")
 
 
-# --- The code bundle --------------------------------------------------------------------------
+# --- The code bundle and the settings ---------------------------------------------------------
+
+
+def aws_session():
+    """botocore's own session: boto3 adds nothing the steps use, and its import (s3transfer)
+    costs a wake time. AWS_ENDPOINT_URL and the credential chain are botocore's."""
+    import botocore.session
+
+    return botocore.session.get_session()
 
 
 def aws_client(service: str, config: dict[str, str]):
-    """A boto3 client that retries SSM/EC2 throttling with backoff (in the venv only)."""
-    import boto3
+    """A client that retries SSM/EC2 throttling with backoff (in the venv only); `wake` makes
+    one SSM client and hands it to each step."""
     from botocore.config import Config
 
-    return boto3.client(
+    return aws_session().create_client(
         service,
         region_name=config.get("AWS_REGION"),
         config=Config(
@@ -199,20 +241,32 @@ def aws_client(service: str, config: dict[str, str]):
     )
 
 
-def fetch_bundle(config: dict[str, str]) -> dict[str, str]:
+def get_parameters(ssm, names: list[str], decrypt: bool = False) -> dict[str, dict]:
+    """{name: Parameter} of SSM parameters, ten a call; BootError naming those that don't exist."""
+    found: dict[str, dict] = {}
+    missing: list[str] = []
+    for start in range(0, len(names), GET_PARAMETERS_BATCH):
+        batch = names[start : start + GET_PARAMETERS_BATCH]
+        answer = ssm.get_parameters(Names=batch, WithDecryption=decrypt)
+        found |= {parameter["Name"]: parameter for parameter in answer["Parameters"]}
+        missing += answer.get("InvalidParameters", [])
+    if missing:
+        raise BootError(f"SSM has no parameter {', '.join(missing)}")
+    return found
+
+
+def fetch_bundle(config: dict[str, str], ssm=None) -> dict[str, str]:
     """The instance code {file name: content} from its SSM chunks, checked against the manifest."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     prefix = config["BOOTSTRAP_PARAMETER_PREFIX"]
     try:
-        ssm = aws_client("ssm", config)
-
-        def get(name: str) -> str:
-            return ssm.get_parameter(Name=f"{prefix}/{name}")["Parameter"]["Value"]
-
-        manifest = json.loads(get("manifest"))
-        bundle = "".join(get(str(index)) for index in range(manifest["chunks"]))
-    except (BotoCoreError, ClientError, ValueError, KeyError) as error:
+        ssm = ssm or aws_client("ssm", config)
+        manifest = json.loads(ssm.get_parameter(Name=f"{prefix}/manifest")["Parameter"]["Value"])
+        names = [f"{prefix}/{index}" for index in range(manifest["chunks"])]
+        chunks = get_parameters(ssm, names)
+        bundle = "".join(chunks[name]["Value"] for name in names)
+    except (BotoCoreError, ClientError, ValueError, KeyError, TypeError, BootError) as error:
         raise BootError(f"cannot read the instance code from SSM {prefix}/*: {error}") from error
     if hashlib.sha256(bundle.encode()).hexdigest() != manifest["sha256"]:
         raise BootError(
@@ -221,9 +275,86 @@ def fetch_bundle(config: dict[str, str]) -> dict[str, str]:
     return json.loads(gzip.decompress(base64.b64decode(bundle)))
 
 
-def sync_step(paths: Paths) -> None:
-    """Write the bundle's files; install the units; reload systemd when a unit changed."""
-    files = fetch_bundle(read_config(paths.config))
+def check_settings(value: str, name: str) -> dict[str, str]:
+    """The settings JSON as Terraform writes it: an object of strings, exactly SETTINGS' keys,
+    each of its shape (one line each: nothing can add a line to config.env)."""
+    try:
+        settings = json.loads(value)
+    except ValueError:
+        settings = None
+    if not isinstance(settings, dict):
+        raise BootError(f"the settings in SSM {name} are not a JSON object; run terraform apply")
+    unknown = sorted(set(settings) - set(SETTINGS))
+    missing = sorted(set(SETTINGS) - set(settings))
+    if unknown or missing:
+        raise BootError(
+            f"the settings in SSM {name} " + "; ".join(
+                [f"have unknown keys {', '.join(unknown)}"] * bool(unknown)
+                + [f"lack {', '.join(missing)}"] * bool(missing)
+            ) + "; run terraform apply with this version of jupyter-on-demand"
+        )  # fmt: skip
+    for key, (pattern, shape) in SETTINGS.items():
+        item = settings[key]
+        ok = isinstance(item, str) and re.fullmatch(pattern, item) is not None
+        if ok and key == "JUPYTER_PORT":
+            ok = 1024 <= int(item) <= 65535
+        if ok and key == "IDLE_MINUTES":
+            ok = float(item) > 0
+        if not ok:
+            raise BootError(
+                f"the settings in SSM {name}: {key} is {json.dumps(item)}, not {shape}; "
+                "check the variable in terraform.tfvars and run terraform apply"
+            )
+    return {key: settings[key] for key in SETTINGS}
+
+
+def fetch_settings(config: dict[str, str], ssm=None) -> dict[str, str]:
+    """The settings {KEY: value} from SSM <prefix>/settings, checked (check_settings)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name = f"{config['BOOTSTRAP_PARAMETER_PREFIX']}/settings"
+    try:
+        ssm = ssm or aws_client("ssm", config)
+        value = ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except (BotoCoreError, ClientError) as error:
+        raise BootError(
+            f"cannot read the settings from SSM {name}: {error}. Check the instance role, and "
+            "that the parameter exists (terraform apply)."
+        ) from error
+    return check_settings(value, name)
+
+
+def site_config(paths: Paths) -> dict[str, str]:
+    """Where the settings are and the site's own: bootstrap.env, then the last config.env, then
+    local.env. An instance whose older user_data wrote only config.env still finds its prefix."""
+    last = read_config(paths.config) if is_regular(paths.config) else {}
+    return {**last, **read_root_env(paths.bootstrap_env), **read_root_env(paths.local_env)}
+
+
+def bootstrap_location(paths: Paths) -> dict[str, str]:
+    config = site_config(paths)
+    where = {key: config.get(key, "") for key in ("AWS_REGION", "BOOTSTRAP_PARAMETER_PREFIX")}
+    if not all(where.values()):
+        raise BootError(
+            f"{paths.bootstrap_env} lacks AWS_REGION or BOOTSTRAP_PARAMETER_PREFIX; user_data "
+            "writes it at the first boot (check the instance's user data, terraform apply)"
+        )
+    return where
+
+
+def write_settings(paths: Paths, where: dict[str, str], settings: dict[str, str]) -> bool:
+    """config.env: where the settings are, the settings, then the site's (local.env) last; root's
+    0644, replaced atomically (never written through a link)."""
+    values = {**where, **settings, **read_root_env(paths.local_env)}
+    changed = write_file(paths.config, env_file(values), 0o644, owner_ids("root"))
+    logger.info("settings from SSM %s/settings %s %s", where["BOOTSTRAP_PARAMETER_PREFIX"],
+                "written to" if changed else "unchanged in", paths.config)  # fmt: skip
+    return changed
+
+
+def install_code(paths: Paths, files: dict[str, str]) -> list[str]:
+    """Write the bundle's files; install the units; reload systemd when a unit changed. The
+    names of the files that changed."""
     changed = [
         name
         for name, content in sorted(files.items())
@@ -244,6 +375,48 @@ def sync_step(paths: Paths) -> None:
         systemctl("enable", *ENABLED)
         systemctl("start", "--no-block", IDLE_TIMER)
     logger.info("instance code in sync (%d files changed)", len(changed))
+    return changed
+
+
+def sync_step(paths: Paths, ssm=None, keep_last_good: bool = False) -> list[str]:
+    """The code bundle and the settings from SSM; the names of the code files that changed.
+    keep_last_good (every wake): what can't be read keeps the code installed and the last good
+    config.env (so the idle stop keeps its minutes), said in the log; the first boot's `sync`
+    (from `install`) fails instead, and the install is retried at the next boot."""
+    where = bootstrap_location(paths)
+    ssm = ssm or aws_client("ssm", where)
+    changed: list[str] = []
+    try:
+        changed = install_code(paths, fetch_bundle(where, ssm))
+    except BootError as error:
+        if not keep_last_good:
+            raise
+        logger.error("%s; keeping the instance code installed in %s", error, paths.app)
+    try:
+        write_settings(paths, where, fetch_settings(where, ssm))
+    except BootError as error:
+        if not (keep_last_good and is_regular(paths.config)):
+            raise
+        logger.error("%s; keeping the last good %s (IDLE_MINUTES=%s)", error, paths.config,
+                     read_config(paths.config).get("IDLE_MINUTES", "?"))  # fmt: skip
+    return changed
+
+
+def wake_step(paths: Paths, synced: bool = False) -> None:
+    """Every boot, in one process with one SSM client: sync, then secrets (and repo). When sync
+    brought new code for this very process, the wake goes on in it (one exec, only then)."""
+    import boot_secrets  # in the bundle, installed by `sync`
+
+    ssm = aws_client("ssm", bootstrap_location(paths))
+    if not synced:
+        changed = sync_step(paths, ssm, keep_last_good=True)
+        here = Path(__file__).resolve().parent
+        if here == paths.app.resolve() and any(name.endswith(".py") for name in changed):
+            logger.info("the instance code changed; the wake goes on in the new code")
+            sys.stderr.flush()
+            # The same interpreter and script, by absolute path: no shell, no PATH lookup.
+            os.execv(sys.executable, [sys.executable, str(here / "boot.py"), "wake", "--synced"])  # noqa: S606
+    boot_secrets.secrets_step(paths, ssm)
 
 
 def systemctl(*args: str) -> None:
@@ -252,25 +425,37 @@ def systemctl(*args: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="jupyter-on-demand boot steps")
-    parser.add_argument("step", choices=["install", "sync", "secrets", "repo", "ready"])
+    parser.add_argument("step", choices=STEPS)
+    parser.add_argument("--synced", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="jupyter-on-demand %(levelname)s: %(message)s", stream=sys.stderr
     )
+    if sys.version_info < MIN_PYTHON:
+        # Before anything that may need a newer Python; the idle stop needs none of this.
+        logger.error(
+            "JUPYTER-ON-DEMAND BOOT FAILED (%s): this AMI's python3 is %s; jupyter-on-demand needs "
+            "Python %s or newer (Ubuntu 22.04+, Debian 12, the Deep Learning AMIs): choose another "
+            "ami. The idle stop still stops the machine.", args.step,
+            ".".join(map(str, sys.version_info[:3])), ".".join(map(str, MIN_PYTHON)),
+        )  # fmt: skip
+        return 1
     # botocore's debug log prints response bodies, which hold the secrets: never below WARNING.
     logging.getLogger("botocore").setLevel(logging.WARNING)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     paths = Paths.from_env()
-    # config.env is the environment of every step (as the units' EnvironmentFile): the region, and
-    # in tests AWS_ENDPOINT_URL and pip's PIP_* settings; child processes inherit it.
-    if paths.config.exists():
-        for key, value in read_config(paths.config).items():
-            os.environ.setdefault(key, value)
     try:
+        # The environment of every step and of what it runs (no EnvironmentFile= in the units,
+        # which would hold a config.env older than the one `wake` writes): the region, and the
+        # site's AWS_ENDPOINT_URL, proxy and PIP_* settings. What is set already wins.
+        for key, value in site_config(paths).items():
+            os.environ.setdefault(key, value)
         if args.step == "install":
             install_step(paths)
         elif args.step == "sync":
             sync_step(paths)
+        elif args.step == "wake":
+            wake_step(paths, synced=args.synced)
         else:
             import boot_secrets  # in the bundle, installed by `sync`
 

@@ -1,4 +1,4 @@
-"""The every-boot steps that run in the venv (boto3, jupyter_server): `boot.py secrets`, `repo`
+"""The every-boot steps that run in the venv (botocore, jupyter_server): `boot.py secrets`, `repo`
 and `ready`. Shipped in the code bundle, not in user_data.
 
 secrets (root): the team password and the GitHub token from SSM, the argon2 hash, the API token,
@@ -13,6 +13,8 @@ ready (root): once Jupyter answers, starts the idle clock and tags the instance 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -24,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from boot import aws_client, deny_scheduled_jobs, ensure_state_dirs
+from boot import aws_client, deny_scheduled_jobs, ensure_state_dirs, get_parameters
 from layout import (
     BootError,
     Paths,
@@ -33,6 +35,7 @@ from layout import (
     is_regular,
     owner_ids,
     read_config,
+    read_regular,
     retry,
     run,
     secure_file,
@@ -49,18 +52,17 @@ README = (
 # --- Secrets (root) ---------------------------------------------------------------------------
 
 
-def fetch_secrets(config: dict[str, str]) -> tuple[str, str]:
-    """The team password and the GitHub token from SSM (AWS_ENDPOINT_URL is honoured by boto3)."""
+def fetch_secrets(config: dict[str, str], ssm=None) -> tuple[str, str]:
+    """The team password and the GitHub token from SSM, in one call (AWS_ENDPOINT_URL is
+    honoured by botocore)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     names = (config["TEAM_PASS_PARAMETER"], config["GITHUB_TOKEN_PARAMETER"])
     try:
-        ssm = aws_client("ssm", config)
-        values = [
-            ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
-            for name in names
-        ]
-    except (BotoCoreError, ClientError) as error:
+        ssm = ssm or aws_client("ssm", config)
+        found = get_parameters(ssm, list(dict.fromkeys(names)), decrypt=True)
+        values = [found[name]["Value"] for name in names]
+    except (BotoCoreError, ClientError, BootError) as error:
         raise BootError(
             f"cannot read the secrets {', '.join(names)} from SSM: {error}. Check the instance role "
             "and that the parameters exist (terraform apply)."
@@ -73,13 +75,34 @@ def fetch_secrets(config: dict[str, str]) -> tuple[str, str]:
     return password, token
 
 
-def hashed_password(password: str, current: str | None) -> str:
-    """The argon2 hash; the current one is kept when it still matches (salted hashes differ)."""
+def hashed_password(paths: Paths, password: str, current: str | None) -> str:
+    """The argon2 hash; the current one is kept when it still matches (salted hashes differ).
+
+    argon2 is slow on purpose, and so is importing jupyter_server: a wake whose password didn't
+    change skips both. Root's record (state/password-check.json, 0600, in root's folder) holds
+    the hash it last checked and an HMAC of the password under a random key of its own; only
+    when both match is the hash kept unchecked. The record tells no more than root can read
+    anyway (the instance role reads the password itself)."""
+    record_path = paths.state / "password-check.json"
+    try:
+        record = json.loads(read_regular(record_path) or b"{}")
+        key = bytes.fromhex(record["key"])
+    except (ValueError, KeyError, TypeError):
+        record, key = {}, secrets.token_bytes(32)
+    fingerprint = hmac.new(key, password.encode(), hashlib.sha256).hexdigest()
+    if (
+        current
+        and record.get("hash") == current
+        and hmac.compare_digest(str(record.get("fingerprint", "")), fingerprint)
+    ):
+        return current
     from jupyter_server.auth import passwd, passwd_check
 
-    if current and passwd_check(current, password):
-        return current
-    return passwd(password, algorithm="argon2")
+    if not (current and passwd_check(current, password)):
+        current = passwd(password, algorithm="argon2")
+    record = {"key": key.hex(), "fingerprint": fingerprint, "hash": current}
+    write_file(record_path, json.dumps(record), 0o600, owner_ids("root"))
+    return current
 
 
 def credential_line(repo_url: str, user: str, token: str) -> str:
@@ -103,7 +126,7 @@ def ensure_certificate(paths: Paths, group: tuple[int, int] | None) -> None:
     secure_file(paths.certfile, 0o644, owner_ids("root"))
 
 
-def secrets_step(paths: Paths) -> None:
+def secrets_step(paths: Paths, ssm=None) -> None:
     """Every boot. Fails closed: on any secret problem, the Jupyter env file is removed."""
     config = read_config(paths.config)
     owner = owner_ids(paths.user)
@@ -112,14 +135,14 @@ def secrets_step(paths: Paths) -> None:
     deny_scheduled_jobs(paths)  # every boot: an AMI update may have reset the files
     ensure_dir(paths.secrets, 0o750, group)
     try:
-        password, token = fetch_secrets(config)
+        password, token = fetch_secrets(config, ssm)
     except BootError:
         paths.jupyter_env.unlink(missing_ok=True)
         raise
     current = read_config(paths.jupyter_env) if paths.jupyter_env.exists() else {}
     values = {
         "JUPYTER_HASHED_PASSWORD": hashed_password(
-            password, current.get("JUPYTER_HASHED_PASSWORD")
+            paths, password, current.get("JUPYTER_HASHED_PASSWORD")
         ),
         "JUPYTER_TOKEN": current.get("JUPYTER_TOKEN") or secrets.token_urlsafe(32),
         "JUPYTER_ROOT_DIR": str(paths.repo),
@@ -161,9 +184,16 @@ def configure_git(paths: Paths, config: dict[str, str]) -> None:
         "rebase.autoStash": "true",
     }
     env = {"HOME": str(paths.home)}
+    # One git process reads them all (each costs a wake time); git lowercases the section and
+    # variable names it lists; the last value of a key is the one git uses.
+    current: dict[str, str] = {}
+    if (paths.home / ".gitconfig").exists():
+        listed = run("git", "config", "--global", "--list", "-z", env=env)
+        for entry in listed.split("\0"):
+            name, _, value = entry.partition("\n")
+            current[name.lower()] = value
     for key, value in git_config.items():
-        current = run("git", "config", "--global", "--default", "", "--get", key, env=env).strip()
-        if current != value:
+        if current.get(key.lower()) != value:
             run("git", "config", "--global", key, value, env=env)
     # An older layout kept the credential in the home; the helper no longer reads it.
     (paths.home / ".git-credentials").unlink(missing_ok=True)
@@ -198,6 +228,12 @@ def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
             in_repo("remote", "add", "origin", url)
             marker.write_text("the first clone failed; boot.py repo fetches the history\n")
             return
+    elif (origin := origin_url(paths.repo)) not in (None, url):
+        # A repository changed in the settings: the work folder is the person's, never switched
+        # under them (its files, its unpushed commits); it says how to take the new one.
+        logger.warning("%s is a clone of %s, but the settings name %s: autosave still pushes to "
+                       "%s. To work on the new repository, move %s aside and reboot; the next boot "
+                       "clones it", paths.repo, origin, url, origin, paths.repo)  # fmt: skip
     if marker.exists():
         take_the_teams_history(paths, in_repo, marker)
         if marker.exists():
@@ -217,6 +253,22 @@ def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
         in_repo("push", "-q", "origin", "HEAD:refs/heads/main", timeout=300)
     except BootError as error:
         logger.warning("first push failed (%s); autosave pushes it later", error)
+
+
+def origin_url(repo: Path) -> str | None:
+    """remote.origin.url of the clone, read from its .git/config (no git process: a wake time)."""
+    try:
+        text = (repo / ".git" / "config").read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    section = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == '[remote "origin"]' and line.partition("=")[0].strip().lower() == "url":
+            return line.partition("=")[2].strip()
+    return None
 
 
 def take_the_teams_history(paths: Paths, in_repo: Callable[..., str], marker: Path) -> None:
@@ -320,16 +372,18 @@ def start_idle_clock(paths: Paths) -> None:
 def ready_step(paths: Paths, timeout: float = 600) -> None:
     config = read_config(paths.config)
     jupyter_env = read_config(paths.jupyter_env)
+    # Jupyter takes seconds to listen: the EC2 client (botocore's import, EC2's large model) and
+    # the instance id are made meanwhile, so the tag follows its first answer at once.
+    ec2 = aws_client("ec2", config)
+    instance = instance_id(config)
     deadline = time.monotonic() + timeout
     started = time.monotonic()
     while not jupyter_answers(config, jupyter_env):
         if time.monotonic() > deadline:
             raise BootError(f"Jupyter did not answer within {timeout:.0f} s")
-        time.sleep(1)
+        time.sleep(0.2)  # a refused connection on loopback costs nothing
     logger.info("Jupyter answers after %.1f s", time.monotonic() - started)
     start_idle_clock(paths)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    aws_client("ec2", config).create_tags(
-        Resources=[instance_id(config)], Tags=[{"Key": config["READY_TAG"], "Value": now}]
-    )
+    ec2.create_tags(Resources=[instance], Tags=[{"Key": config["READY_TAG"], "Value": now}])
     logger.info("JUPYTER-ON-DEMAND READY at %s", now)

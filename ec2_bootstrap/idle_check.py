@@ -51,7 +51,9 @@ logger = logging.getLogger("jupyter_on_demand.idle")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 JUPYTER_SERVER = re.compile(r"jupyter[- _](lab|server|notebook)\b|jupyterlab\b")
 # cloud-init's stages run the first boot's runcmd, which starts the install.
-BOOT_STEP = re.compile(r"boot\.py (install|sync|secrets|repo|ready)\b|cloud-init (init|modules)\b")
+BOOT_STEP = re.compile(
+    r"boot\.py (install|sync|wake|secrets|repo|ready)\b|cloud-init (init|modules)\b"
+)
 WARN_SECONDS = 300.0
 DEFAULT_IDLE_MINUTES = 40.0
 CLOCK_SKEW = timedelta(seconds=60)

@@ -1,5 +1,5 @@
 """Where things live on the instance (Paths, every path overridable by a JOD_* variable), and
-the safe file helpers of the root steps. Shipped in user_data: standard library, Python 3.9+.
+the safe file helpers of the root steps. Shipped in user_data: standard library, Python 3.10+.
 
 Ownership is the security boundary (README "Security"): root writes only in folders only root
 can write, never through a path the `jupyter` user can change, and reads the one file of that
@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import re
 import stat
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 logger = logging.getLogger("jupyter_on_demand.boot")
 
@@ -30,9 +32,14 @@ class BootError(Exception):
     """A reason a boot step can't go on; logged to journald and the console."""
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 @dataclass(frozen=True)
 class Paths:
     config: Path
+    bootstrap_env: Path
+    local_env: Path
     app: Path
     secrets: Path
     tls: Path
@@ -99,8 +106,14 @@ class Paths:
         home = Path(env.get("JOD_HOME", f"/home/{user}"))
         etc = Path(env.get("JOD_ETC_DIR", "/etc/jupyter-on-demand"))
         state = Path(env.get("JOD_STATE_DIR", "/var/lib/jupyter-on-demand"))
+        config = Path(env.get("JOD_CONFIG", str(etc / "config.env")))
         return cls(
-            config=Path(env.get("JOD_CONFIG", str(etc / "config.env"))),
+            # config.env: what the steps, the units and the idle checker read. boot.py writes it at
+            # every boot from bootstrap.env (user_data: where the settings are), the settings in
+            # SSM, and local.env (the site's own, optional), all three root's, side by side.
+            config=config,
+            bootstrap_env=Path(env.get("JOD_BOOTSTRAP_ENV", str(config.parent / "bootstrap.env"))),
+            local_env=Path(env.get("JOD_LOCAL_ENV", str(config.parent / "local.env"))),
             app=Path(env.get("JOD_APP_DIR", "/opt/jupyter-on-demand")),
             secrets=etc / "secrets",
             tls=etc / "tls",
@@ -115,15 +128,54 @@ class Paths:
         )
 
 
-def read_config(path: Path) -> dict[str, str]:
+def parse_env(text: str) -> dict[str, str]:
     """KEY=value lines (no shell expansion: the argon2 hash is full of `$`)."""
     config = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             config[key.strip()] = value.strip()
     return config
+
+
+def read_config(path: Path) -> dict[str, str]:
+    return parse_env(path.read_text())
+
+
+def read_root_env(path: Path) -> dict[str, str]:
+    """A KEY=value file that steers root (bootstrap.env, local.env): {} when there is none; else
+    a regular file (never through a symlink) of root's or of this process's own user, that
+    nobody else may write. BootError otherwise, saying what to fix."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        if path.is_symlink():
+            raise BootError(
+                f"{path} is a symlink, not a regular file; replace it with a file"
+            ) from error
+        if isinstance(error, PermissionError):  # root's 0600 file, read by the service user
+            return {}
+        raise BootError(f"cannot read {path}: {error}") from error
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BootError(f"{path} is not a regular file; replace it with a file")
+        if info.st_uid not in (0, os.geteuid()) or info.st_mode & 0o022:
+            raise BootError(
+                f"{path} is writable by others than root (owner {info.st_uid}, mode "
+                f"{stat.S_IMODE(info.st_mode):o}); run `chown root:root {path}; chmod 644 {path}`"
+            )
+        values = parse_env(os.read(fd, MAX_READ_BYTES).decode())
+    finally:
+        os.close(fd)
+    bad = sorted(key for key in values if not ENV_NAME.fullmatch(key))
+    if bad:
+        raise BootError(f"{path}: {', '.join(bad)} is not a variable name")
+    return values
 
 
 def env_file(values: dict[str, str]) -> str:

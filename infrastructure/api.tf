@@ -44,11 +44,15 @@ resource "aws_api_gateway_integration" "lambda" {
 resource "aws_api_gateway_deployment" "this" {
   rest_api_id = aws_api_gateway_rest_api.this.id
 
+  # A new deployment when a route, method or integration changes. Only what defines them, not the
+  # whole resources: the provider reads back optional attributes left unset (cache_key_parameters,
+  # request_parameters, authorizer_id...) as [], {} or "" where apply stored null, so a hash of the
+  # whole objects changed after every apply and replaced the deployment on each later plan.
   triggers = {
     redeployment = sha1(jsonencode([
-      aws_api_gateway_resource.route,
-      aws_api_gateway_method.get,
-      aws_api_gateway_integration.lambda,
+      [for route in aws_api_gateway_resource.route : [route.id, route.path_part]],
+      [for method in aws_api_gateway_method.get : [method.id, method.http_method, method.authorization]],
+      [for integration in aws_api_gateway_integration.lambda : [integration.id, integration.type, integration.integration_http_method, integration.uri]],
     ]))
   }
 

@@ -43,7 +43,7 @@ resource "aws_instance" "jupyter" {
   #checkov:skip=CKV_AWS_126:Detailed monitoring costs money while the machine runs and adds nothing the idle checker needs.
   ami                                  = local.ami_id
   instance_type                        = var.instance_type
-  subnet_id                            = local.subnet_id
+  subnet_id                            = data.aws_subnet.selected.id # in a zone offering the type
   key_name                             = var.key_name
   vpc_security_group_ids               = [aws_security_group.jupyter.id]
   iam_instance_profile                 = aws_iam_instance_profile.instance.name
@@ -78,6 +78,21 @@ resource "aws_instance" "jupyter" {
   lifecycle {
     # A newer "latest" Deep Learning AMI must not replace the machine and its disk on a later apply;
     # the start link may also have switched the type to a fallback after a capacity error.
-    ignore_changes = [ami, instance_type]
+    # The ready tag (local.ready_tag) is set by the instance on itself once Jupyter answers; a
+    # later apply must leave it, or the start link says "booting" until the next boot. A literal:
+    # ignore_changes takes no expressions (tests/infrastructure/test_contracts.py compares them).
+    ignore_changes = [ami, instance_type, tags["jupyter-on-demand:ready-at"]]
   }
+
+  # The first boot reads all of these (its role's policy through the profile, the code bundle,
+  # the settings and both secrets) and its installer does not wait for them: create them first.
+  depends_on = [
+    aws_iam_role_policy.instance,
+    aws_iam_instance_profile.instance,
+    aws_ssm_parameter.bootstrap_chunk,
+    aws_ssm_parameter.bootstrap_manifest,
+    aws_ssm_parameter.settings,
+    aws_ssm_parameter.team_pass,
+    aws_ssm_parameter.github_token,
+  ]
 }

@@ -13,16 +13,17 @@ data "aws_iam_policy_document" "instance_assume" {
 }
 
 data "aws_iam_policy_document" "instance" {
+  # GetParameters: the wake reads both secrets in one call, and the code chunks ten a call.
   statement {
     sid       = "ReadItsSecrets"
-    actions   = ["ssm:GetParameter"]
+    actions   = ["ssm:GetParameter", "ssm:GetParameters"]
     resources = [aws_ssm_parameter.team_pass.arn, aws_ssm_parameter.github_token.arn]
   }
 
-  # The instance code bundle: user_data can't hold it (16 KB limit), see locals.tf.
+  # The instance code bundle (user_data can't hold it: 16 KB limit, see locals.tf) and the settings.
   statement {
     sid       = "ReadItsCode"
-    actions   = ["ssm:GetParameter"]
+    actions   = ["ssm:GetParameter", "ssm:GetParameters"]
     resources = ["arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter${local.bootstrap_parameter_prefix}/*"]
   }
 
@@ -85,13 +86,22 @@ data "aws_iam_policy_document" "lambda" {
     resources = [local.instance_arn]
   }
 
-  # Only with fallback types: switching the stopped instance's type after a capacity error.
+  # Only with fallback types: switching the stopped instance's type after a capacity error, and
+  # back. Only the instance type attribute, and only to the configured and fallback types: the
+  # function can never change the user data, the shutdown behaviour or any other attribute
+  # (EC2 sets ec2:Attribute/InstanceType only on a request that changes the type).
   dynamic "statement" {
     for_each = length(var.fallback_instance_types) > 0 ? [1] : []
     content {
       sid       = "SwitchToFallbackType"
       actions   = ["ec2:ModifyInstanceAttribute"]
       resources = [local.instance_arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "ec2:Attribute/InstanceType"
+        values   = distinct(concat([var.instance_type], var.fallback_instance_types))
+      }
     }
   }
 

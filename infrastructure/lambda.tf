@@ -1,10 +1,3 @@
-data "archive_file" "lambda" {
-  type        = "zip"
-  source_dir  = "${path.module}/../lambda_src"
-  output_path = "${path.module}/build/lambda_src.zip"
-  excludes    = ["__pycache__", "**/__pycache__/**"]
-}
-
 resource "aws_cloudwatch_log_group" "lambda" {
   #checkov:skip=CKV_AWS_158:The log holds method, path and decisions, never a secret; a customer KMS key would cost more than the whole idle stack.
   #checkov:skip=CKV_AWS_338:Retention is the admin's choice (log_retention_days, 30 by default); a year of logs is not needed for a start link.
@@ -23,8 +16,8 @@ resource "aws_lambda_function" "start_link" {
   role                           = aws_iam_role.lambda.arn
   runtime                        = "python3.13"
   handler                        = "handler.lambda_handler"
-  filename                       = data.archive_file.lambda.output_path
-  source_code_hash               = data.archive_file.lambda.output_base64sha256
+  filename                       = local.lambda_package.path # lambda_package.tf
+  source_code_hash               = local.lambda_package.base64sha256
   timeout                        = 15
   memory_size                    = 128
   reserved_concurrent_executions = var.lambda_reserved_concurrency

@@ -8,7 +8,26 @@ data "aws_ssm_parameter" "dlami" {
   name  = var.dlami_ssm_parameter
 }
 
-# A default subnet of the default VPC, when no subnet_id is given.
+# The zones of the region that offer instance_type: the instance's subnet must be in one of them
+# ("Your requested instance type is not supported in your requested Availability Zone" otherwise).
+data "aws_ec2_instance_type_offerings" "instance_type" {
+  location_type = "availability-zone"
+
+  filter {
+    name   = "instance-type"
+    values = [var.instance_type]
+  }
+
+  lifecycle {
+    postcondition {
+      condition     = length(self.locations) > 0
+      error_message = "No availability zone of ${var.region} offers instance_type ${var.instance_type}. Choose another instance_type or region; `aws ec2 describe-instance-type-offerings --location-type availability-zone --filters Name=instance-type,Values=${var.instance_type} --region <region>` lists the zones that offer it."
+    }
+  }
+}
+
+# The default subnets of the default VPC in zones that offer instance_type, when no subnet_id is
+# given (local.subnet_id takes the first by id).
 data "aws_vpc" "default" {
   count   = var.subnet_id == "" ? 1 : 0
   default = true
@@ -26,34 +45,59 @@ data "aws_subnets" "default" {
     name   = "default-for-az"
     values = ["true"]
   }
+
+  filter {
+    name   = "availability-zone"
+    values = data.aws_ec2_instance_type_offerings.instance_type.locations
+  }
+
+  lifecycle {
+    postcondition {
+      condition     = length(self.ids) > 0
+      error_message = "The default VPC of ${var.region} has no default subnet in a zone that offers ${var.instance_type} (zones that offer it: ${join(", ", sort(data.aws_ec2_instance_type_offerings.instance_type.locations))}). Create one with `aws ec2 create-default-subnet --availability-zone <zone>`, or set subnet_id to a subnet in one of those zones."
+    }
+  }
 }
 
 data "aws_subnet" "selected" {
   id = local.subnet_id
+
+  lifecycle {
+    postcondition {
+      condition     = contains(data.aws_ec2_instance_type_offerings.instance_type.locations, self.availability_zone)
+      error_message = "Subnet ${self.id} is in ${self.availability_zone}, which does not offer instance_type ${var.instance_type}. Set subnet_id to a subnet in one of: ${join(", ", sort(data.aws_ec2_instance_type_offerings.instance_type.locations))} (or leave it empty to pick a default subnet there)."
+    }
+  }
 }
 
 locals {
   use_latest_ami = var.ami == null || var.ami == ""
   ami_id         = local.use_latest_ami ? data.aws_ssm_parameter.dlami[0].insecure_value : var.ami
-  subnet_id      = var.subnet_id != "" ? var.subnet_id : sort(data.aws_subnets.default[0].ids)[0]
+  # Sorted, so every plan picks the same default subnet among those in offering zones.
+  subnet_id = var.subnet_id != "" ? var.subnet_id : sort(data.aws_subnets.default[0].ids)[0]
 
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
-  region     = data.aws_region.current.region
+  # `id` is the region's name in the AWS provider 5.x and 6.x alike (6.x renamed `name` to
+  # `region`, and 5.x has no `region`).
+  region = data.aws_region.current.id
 
   stage_name     = "v1"
   jupyter_scheme = var.jupyter_tls ? "https" : "http"
   instance_arn   = "arn:${local.partition}:ec2:${local.region}:${local.account_id}:instance/${aws_instance.jupyter.id}"
 
   # SSM parameter names: the contract with lambda_src (TEAM_PASS_PARAMETER) and with the instance
-  # (ec2_bootstrap/boot.py reads both names from /etc/jupyter-on-demand/config.env).
+  # (ec2_bootstrap/boot.py reads both names from the settings parameter below).
   team_pass_parameter    = "/${var.name_prefix}/team-pass"
   github_token_parameter = "/${var.name_prefix}/github-token"
 
   # The tag the instance sets on itself once Jupyter answers; lambda_src/handler.py READY_TAG.
   ready_tag = "jupyter-on-demand:ready-at"
 
-  # What the instance needs to know, none of it secret: written to /etc/jupyter-on-demand/config.env.
+  # What the instance needs to know, none of it secret: the SSM parameter <prefix>/settings
+  # (ssm.tf), as a JSON object of strings, which boot.py reads at every boot and writes to
+  # /etc/jupyter-on-demand/config.env. So a change here reaches the instance at its next wake,
+  # and never changes user_data.
   instance_config = {
     AWS_REGION             = local.region
     TEAM_PASS_PARAMETER    = local.team_pass_parameter
@@ -67,7 +111,7 @@ locals {
   }
 
   # The instance code. EC2 caps user_data at 16 KB even gzipped, and ec2_bootstrap/ is ~120 KB
-  # (35 KB gzipped), so user_data carries only the idle stop, the installer and the config; the
+  # (35 KB gzipped), so user_data carries only the idle stop, the installer and where the rest is; the
   # whole folder travels as a gzipped bundle in free Standard SSM parameters of
   # 4 KB each, which boot.py fetches at first boot and again at every boot, so a code change
   # reaches the instance at its next wake without touching user_data or the disk.
@@ -81,9 +125,15 @@ locals {
   # the bundle. tests/infrastructure/terraform.py USER_DATA_FILES mirrors these lists.
   user_data_files = ["boot.py", "layout.py", "idle-failsafe.sh", "requirements.txt"]
   user_data_units = ["jupyter-on-demand-idle.service", "jupyter-on-demand-idle.timer", "jupyter-on-demand-install.service"]
+  # bootstrap_env (/etc/jupyter-on-demand/bootstrap.env) says only where the rest is: the region and
+  # the SSM prefix of the bundle and the settings. user_data changes only when the installer does.
+  bootstrap_env = {
+    AWS_REGION                 = local.region
+    BOOTSTRAP_PARAMETER_PREFIX = local.bootstrap_parameter_prefix
+  }
   user_data = templatefile("${local.bootstrap_dir}/cloud-init.yaml.tftpl", {
-    files  = { for name in local.user_data_files : name => file("${local.bootstrap_dir}/${name}") }
-    units  = { for name in local.user_data_units : name => file("${local.bootstrap_dir}/${name}") }
-    config = merge(local.instance_config, { BOOTSTRAP_PARAMETER_PREFIX = local.bootstrap_parameter_prefix })
+    files         = { for name in local.user_data_files : name => file("${local.bootstrap_dir}/${name}") }
+    units         = { for name in local.user_data_units : name => file("${local.bootstrap_dir}/${name}") }
+    bootstrap_env = local.bootstrap_env
   })
 }

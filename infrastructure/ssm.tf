@@ -44,3 +44,17 @@ resource "aws_ssm_parameter" "bootstrap_manifest" {
   tier        = "Standard"
   value       = jsonencode({ chunks = length(local.bootstrap_chunks), sha256 = sha256(local.bootstrap_bundle) })
 }
+
+# What the instance needs to know (locals.tf instance_config), none of it secret. boot.py reads it
+# at every boot and writes /etc/jupyter-on-demand/config.env from it, so a change of idle_minutes,
+# jupyter_port, jupyter_tls or the GitHub repository reaches the instance at its next wake without
+# touching user_data.
+resource "aws_ssm_parameter" "settings" {
+  #checkov:skip=CKV2_AWS_34:The settings are names, a port and a number of minutes, nothing secret; the secrets have parameters of their own.
+  #checkov:skip=CKV_AWS_337:Not a secret, so no customer KMS key is needed.
+  name        = "${local.bootstrap_parameter_prefix}/settings"
+  description = "Instance settings, a JSON object of strings (${var.name_prefix})"
+  type        = "String"
+  tier        = "Standard"
+  value       = jsonencode(local.instance_config)
+}

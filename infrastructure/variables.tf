@@ -6,6 +6,13 @@ variable "allowed_ips" {
     condition     = length(var.allowed_ips) > 0 && alltrue([for cidr in var.allowed_ips : can(cidrnetmask(cidr))])
     error_message = "allowed_ips must list at least one IPv4 CIDR block, such as \"203.0.113.10/32\"."
   }
+
+  # AWS refuses a block with host bits set (198.51.100.7/24) at apply time; say so at plan time.
+  # try(): an entry that is no CIDR at all is the validation above's to report.
+  validation {
+    condition     = alltrue([for cidr in var.allowed_ips : try(cidrhost(cidr, 0) == split("/", cidr)[0], true)])
+    error_message = "allowed_ips entries must be network addresses: ${join("; ", [for cidr in var.allowed_ips : "for ${cidr} type \"${cidrhost(cidr, 0)}/${split("/", cidr)[1]}\" (the whole block) or \"${split("/", cidr)[0]}/32\" (that one address)" if !try(cidrhost(cidr, 0) == split("/", cidr)[0], true)])}."
+  }
 }
 
 variable "ami" {
@@ -152,8 +159,8 @@ variable "key_name" {
 
 variable "lambda_reserved_concurrency" {
   type        = number
-  default     = 2
-  description = "Concurrent executions reserved for (and capping) the start link. -1: no reservation, for new accounts whose concurrency quota is still 10."
+  default     = -1
+  description = "Concurrent executions reserved for (and capping) the start link. -1 (the default): no reservation, the only value a new account accepts while its Lambda concurrency quota is still 10; 1 to 10 once the quota has been raised."
 
   validation {
     condition     = var.lambda_reserved_concurrency == -1 || (var.lambda_reserved_concurrency >= 1 && var.lambda_reserved_concurrency <= 10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 import stat
 import subprocess
 from pathlib import Path
@@ -308,3 +309,62 @@ def test_a_first_clone_that_failed_takes_the_teams_history_at_the_next_boot(
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
     assert head == team_head
     assert not (paths.repo / ".git" / git_autosave.NOT_CLONED).exists()
+
+
+def test_an_unchanged_password_is_not_hashed_or_checked_again(
+    ssm, paths, remote, monkeypatch
+) -> None:
+    """argon2 is slow on purpose (and jupyter_server slow to import): a wake whose password
+    didn't change reuses the hash without running either."""
+    import jupyter_server.auth
+
+    assert boot.main(["secrets"]) == 0
+    before = paths.jupyter_env.read_bytes()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("argon2 ran again for an unchanged password")
+
+    monkeypatch.setattr(jupyter_server.auth, "passwd_check", refuse)
+    monkeypatch.setattr(jupyter_server.auth, "passwd", refuse)
+    assert boot.main(["secrets"]) == 0
+    assert paths.jupyter_env.read_bytes() == before
+
+
+@pytest.mark.parametrize("fault", ["other password", "other hash", "corrupt"])
+def test_a_password_record_that_does_not_match_is_checked_in_full(
+    ssm, paths, remote, fault: str
+) -> None:
+    assert boot.main(["secrets"]) == 0
+    record_path = paths.state / "password-check.json"
+    record = json.loads(record_path.read_text())
+    if fault == "other password":
+        record["fingerprint"] = "0" * 64
+    elif fault == "other hash":
+        record["hash"] = "argon2:$argon2id$v=19$m=10240,t=10,p=8$c2FsdA$aGFzaA"
+    record_path.write_text("{not json" if fault == "corrupt" else json.dumps(record))
+    ssm.put_parameter(Name="/jod/team-pass", Value="another-password", Type="SecureString",
+                      Overwrite=True)  # fmt: skip
+    assert boot.main(["secrets"]) == 0
+    hashed = boot.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"]
+    assert passwd_check(hashed, "another-password")
+
+
+def test_the_password_record_is_roots_alone_and_holds_no_password(ssm, paths, remote) -> None:
+    assert boot.main(["secrets"]) == 0
+    record = paths.state / "password-check.json"
+    assert mode(record) == 0o600
+    assert PASSWORD.encode() not in record.read_bytes()
+
+
+def test_a_later_boot_runs_two_git_commands_only(ssm, paths, remote, tmp_path, monkeypatch) -> None:
+    """Each git process costs a wake time: the settings are read in one, the clone checked in one."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    real = subprocess.run(["which", "git"], capture_output=True, text=True).stdout.strip()
+    (shim / "git").write_text(f'#!/bin/sh\necho "$*" >> "{tmp_path}/git-calls"\nexec {real} "$@"\n')
+    (shim / "git").chmod(0o755)
+    assert boot.main(["secrets"]) == 0
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    assert boot.main(["secrets"]) == 0
+    calls = (tmp_path / "git-calls").read_text().splitlines()
+    assert len(calls) <= 2, calls

@@ -17,6 +17,17 @@ from tests.infrastructure.terraform import BOOTSTRAP, BOOTSTRAP_FILESET, render_
 
 PREFIX = "/jod/bootstrap"
 SSM_STANDARD_LIMIT = 4096
+SETTINGS = {
+    "AWS_REGION": "us-east-1",
+    "TEAM_PASS_PARAMETER": "/jod/team-pass",
+    "GITHUB_TOKEN_PARAMETER": "/jod/github-token",
+    "GITHUB_REPO_URL": "https://github.com/team/notebooks.git",
+    "GITHUB_USER_NAME": "team",
+    "JUPYTER_PORT": "8443",
+    "JUPYTER_TLS": "1",
+    "IDLE_MINUTES": "40",
+    "READY_TAG": "jupyter-on-demand:ready-at",
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +37,11 @@ def bundle() -> dict[str, str]:
 
 @pytest.fixture
 def paths(tmp_path, monkeypatch) -> boot.Paths:
-    config = tmp_path / "config.env"
-    config.write_text(f"AWS_REGION=us-east-1\nBOOTSTRAP_PARAMETER_PREFIX={PREFIX}\n")
+    (tmp_path / "bootstrap.env").write_text(
+        f"AWS_REGION=us-east-1\nBOOTSTRAP_PARAMETER_PREFIX={PREFIX}\n"
+    )
     for key, value in {
-        "JOD_CONFIG": str(config),
+        "JOD_CONFIG": str(tmp_path / "config.env"),
         "JOD_APP_DIR": str(tmp_path / "app"),
         "JOD_SYSTEMD_DIR": str(tmp_path / "systemd"),
         "JOD_USER": getpass.getuser(),
@@ -45,6 +57,7 @@ def ssm(bundle):
         client = boto3.client("ssm", region_name="us-east-1")
         for name, value in bundle.items():
             client.put_parameter(Name=f"{PREFIX}/{name}", Value=value, Type="String")
+        client.put_parameter(Name=f"{PREFIX}/settings", Value=json.dumps(SETTINGS), Type="String")
         yield client
 
 
@@ -122,7 +135,7 @@ class RawBody:
         yield self.data
 
 
-def test_ssm_throttling_is_retried_with_backoff(ssm, paths) -> None:
+def test_ssm_throttling_is_retried_with_backoff(ssm, paths, monkeypatch) -> None:
     """moto never throttles: the first five GetParameter calls are answered with AWS's
     ThrottlingException by a botocore hook, as SSM does under load at a fleet's boot."""
     from botocore.awsrequest import AWSResponse
@@ -137,11 +150,11 @@ def test_ssm_throttling_is_retried_with_backoff(ssm, paths) -> None:
         return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.1"},
                            RawBody(body))  # fmt: skip
 
-    boto3.setup_default_session()
-    boto3.DEFAULT_SESSION.events.register("before-send.ssm.GetParameter", throttle)
-    try:
-        assert boot.main(["sync"]) == 0
-    finally:
-        boto3.DEFAULT_SESSION = None
+    import botocore.session
+
+    session = botocore.session.get_session()
+    session.register("before-send.ssm.GetParameter", throttle)
+    monkeypatch.setattr(boot, "aws_session", lambda: session)
+    assert boot.main(["sync"]) == 0
     assert calls["throttled"] == 5
     assert (paths.app / "idle_check.py").read_text() == (BOOTSTRAP / "idle_check.py").read_text()

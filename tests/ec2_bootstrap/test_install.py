@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -152,10 +153,60 @@ def test_an_installed_instance_returns_at_once_and_a_changed_requirement_reinsta
     assert (tools / "apt-calls").exists()
 
 
-def test_a_python_older_than_3_9_is_refused_with_a_clear_message(monkeypatch, caplog) -> None:
-    monkeypatch.setattr(sys, "version_info", (3, 8, 10, "final", 0))
-    assert boot.main(["install"]) == 1
-    assert "needs Python 3.9 or newer" in caplog.text
+@pytest.mark.parametrize("step", boot.STEPS)
+def test_a_python_older_than_3_10_is_refused_with_a_clear_message(
+    monkeypatch, caplog, tmp_path, step: str
+) -> None:
+    monkeypatch.setenv("JOD_CONFIG", str(tmp_path / "config.env"))
+    monkeypatch.setattr(sys, "version_info", (3, 9, 18, "final", 0))
+    assert boot.main([step]) == 1
+    assert f"JUPYTER-ON-DEMAND BOOT FAILED ({step})" in caplog.text
+    assert "python3 is 3.9.18; jupyter-on-demand needs Python 3.10 or newer" in caplog.text
+    assert "choose another ami" in caplog.text
+
+
+def test_python_3_10_passes_the_version_check(monkeypatch, caplog, tmp_path) -> None:
+    monkeypatch.setenv("JOD_CONFIG", str(tmp_path / "config.env"))
+    monkeypatch.setattr(sys, "version_info", (3, 10, 12, "final", 0))
+    boot.main(["sync"])  # fails further on (no bootstrap.env here), not on the version
+    assert "needs Python" not in caplog.text and "bootstrap.env" in caplog.text
+
+
+def failsafe_pattern() -> str:
+    """The ERE idle-failsafe.sh hands to pgrep."""
+    match = re.search(r"pgrep -u 0 -f '([^']+)'", FAILSAFE.read_text())
+    assert match, "idle-failsafe.sh no longer runs pgrep -f '<pattern>'"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("step", boot.STEPS)
+def test_every_boot_step_holds_off_the_failsafe_and_the_checker(tmp_path, step: str) -> None:
+    """A running `boot.py <step>` is seen by the real pgrep with the fail-safe's pattern, and
+    by the checker's BOOT_STEP (a first install takes minutes)."""
+    import idle_check
+
+    fake = tmp_path / "boot.py"
+    fake.write_text("import time\ntime.sleep(30)\n")
+    process = subprocess.Popen([sys.executable, str(fake), step])
+    try:
+        time.sleep(0.3)
+        found = subprocess.run(
+            ["pgrep", "-u", str(os.geteuid()), "-f", failsafe_pattern()],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert str(process.pid) in found.stdout.split(), found
+    finally:
+        process.kill()
+        process.wait()
+    assert idle_check.BOOT_STEP.search(f"/opt/jupyter-on-demand/venv/bin/python boot.py {step}")
+
+
+def test_the_units_run_only_steps_boot_py_knows() -> None:
+    for path in BOOTSTRAP.glob("jupyter-on-demand-*.service"):
+        for line in path.read_text().splitlines():
+            if "boot.py" in line and line.startswith("Exec"):
+                step = line.split("boot.py", 1)[1].split()[0]
+                assert step in boot.STEPS, f"{path.name}: {line}"
 
 
 def unit(name: str) -> configparser.ConfigParser:
@@ -207,7 +258,8 @@ def run_failsafe(
     *,
     heartbeat_age: float | None,
     boot_step: bool = False,
-    idle_minutes: int | str = 40,
+    idle_minutes: int | str | None = 40,
+    local_env: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The fail-safe as systemd runs it after a check ($SERVICE_RESULT), with `shutdown` and
     `pgrep` replaced by recorders."""
@@ -218,7 +270,13 @@ def run_failsafe(
     for tool in ("shutdown", "pgrep"):
         (bin_dir / tool).chmod(0o755)
     config = tmp_path / "config.env"
-    config.write_text(f"IDLE_MINUTES={idle_minutes}\n")
+    config.unlink(missing_ok=True)
+    if idle_minutes is not None:  # None: before the first settings arrived
+        config.write_text(f"IDLE_MINUTES={idle_minutes}\n")
+    local = tmp_path / "local.env"
+    local.unlink(missing_ok=True)
+    if local_env is not None:
+        local.write_text(local_env)
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
     heartbeat = run_dir / "idle-ok"
@@ -231,6 +289,7 @@ def run_failsafe(
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "SERVICE_RESULT": result,
         "JOD_CONFIG": str(config),
+        "JOD_LOCAL_ENV": str(local),
         "JOD_RUN_DIR": str(run_dir),
         "JOD_BOOT_GRACE_SECONDS": "999999999",  # this machine's uptime is whatever it is
     }
@@ -273,6 +332,36 @@ def test_the_failsafe_stops_the_machine_once_no_check_completed_for_the_idle_tim
         assert (tmp_path / "shutdown").read_text().strip() == "-h now"
 
 
+@pytest.mark.parametrize(("quiet_minutes", "stops"), [(39, False), (41, True)])
+def test_before_the_settings_arrive_the_failsafe_stops_after_40_minutes(
+    tmp_path, quiet_minutes: int, stops: bool
+) -> None:
+    """No config.env yet (the first boot, SSM unreachable): the fail-safe's default holds."""
+    outcome = run_failsafe(
+        tmp_path, "exit-code", heartbeat_age=quiet_minutes * 60, idle_minutes=None
+    )
+    assert outcome.returncode == 0, outcome.stderr
+    assert (tmp_path / "shutdown").exists() is stops, outcome.stdout
+
+
+@pytest.mark.parametrize("settings_arrived", [False, True], ids=["first-boot", "later-boot"])
+def test_the_sites_local_env_sets_the_failsafes_minutes_as_it_does_config_env(
+    tmp_path, settings_arrived: bool
+) -> None:
+    """local.env wins over the settings in config.env (boot.py merges it last); the fail-safe
+    reads it the same way, so a site's IDLE_MINUTES holds from the first boot, before any
+    settings arrived (a first install that failed)."""
+    outcome = run_failsafe(
+        tmp_path,
+        "exit-code",
+        heartbeat_age=3 * 60,
+        idle_minutes=40 if settings_arrived else None,
+        local_env="PIP_NO_INDEX=1\nIDLE_MINUTES=2\n",
+    )
+    assert outcome.returncode == 0, outcome.stderr
+    assert (tmp_path / "shutdown").exists(), outcome.stdout
+
+
 def test_the_failsafe_counts_from_boot_when_no_check_ever_completed(tmp_path) -> None:
     """No heartbeat since boot (the checker never arrived): the idle time counts from boot."""
     up_minutes = int(float(Path("/proc/uptime").read_text().split()[0]) // 60)
@@ -290,3 +379,38 @@ def test_a_completed_check_touches_the_heartbeat_the_failsafe_reads(layout_env, 
     assert result.returncode == 0, result.stderr
     heartbeat = tmp_path / "run" / "idle-ok"
     assert time.time() - heartbeat.stat().st_mtime < 60
+
+
+def test_one_process_runs_the_wake_and_jupyter_waits_for_it() -> None:
+    """The secrets unit runs the whole wake (sync, settings, secrets, repo) as one process, with
+    no EnvironmentFile= (it would hold the config.env from before the settings were read);
+    Jupyter starts only after it succeeded; the ready step after Jupyter."""
+    secrets = unit("jupyter-on-demand-secrets.service")
+    assert secrets.get("Service", "ExecStart").endswith("/boot.py wake")
+    assert not {"ExecStartPre", "ExecStartPost", "EnvironmentFile"} & set(secrets["Service"])
+    assert "jupyter-on-demand-install.service" in words(secrets, "Unit", "After")
+    jupyter = unit("jupyter-on-demand.service")
+    assert "jupyter-on-demand-secrets.service" in words(jupyter, "Unit", "Requires")
+    assert "jupyter-on-demand-secrets.service" in words(jupyter, "Unit", "After")
+    ready = unit("jupyter-on-demand-ready.service")
+    assert "jupyter-on-demand.service" in words(ready, "Unit", "After")
+    for name in ("install", "ready"):
+        assert "EnvironmentFile" not in unit(f"jupyter-on-demand-{name}.service")["Service"]
+
+
+def test_the_first_install_runs_before_config_env_exists_with_the_sites_settings(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    """user_data writes bootstrap.env only; config.env comes with the settings (the install's
+    sync). The install reads no config.env, and pip gets the site's PIP_* from local.env."""
+    install_env(tmp_path, monkeypatch)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "bootstrap.env").write_text("AWS_REGION=us-east-1\nBOOTSTRAP_PARAMETER_PREFIX=/p\n")
+    (etc / "local.env").write_text("PIP_INDEX_URL=https://pypi.internal/simple\n")
+    monkeypatch.setenv("JOD_CONFIG", str(etc / "config.env"))
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
+    assert boot.main(["install"]) == 1  # apt fails here, after the settings were read
+    assert "Could not get lock" in caplog.text
+    assert os.environ["PIP_INDEX_URL"] == "https://pypi.internal/simple"
+    assert not (etc / "config.env").exists()

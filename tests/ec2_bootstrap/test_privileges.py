@@ -132,15 +132,28 @@ def instance(notebook_user, venv_python) -> Iterator[Instance]:
         "InstanceId"
     ]
     remote = GitRemote(root / "remote", token=TOKEN)
-    config = root / "etc" / "config.env"
+    settings = {
+        "AWS_REGION": "us-east-1",
+        "TEAM_PASS_PARAMETER": "/jod/team-pass",
+        "GITHUB_TOKEN_PARAMETER": "/jod/github-token",
+        "GITHUB_REPO_URL": remote.url,
+        "GITHUB_USER_NAME": "autosave",
+        "JUPYTER_PORT": "8443",
+        "JUPYTER_TLS": "1",
+        "IDLE_MINUTES": "40",
+        "READY_TAG": READY_TAG,
+    }
+    ssm.put_parameter(Name="/jod/bootstrap/settings", Value=json.dumps(settings), Type="String")
+    config = root / "etc" / "config.env"  # written by boot.py from the settings
     config.parent.mkdir()
-    config.write_text(
-        f"AWS_REGION=us-east-1\nAWS_ENDPOINT_URL={endpoint}\nAWS_ACCESS_KEY_ID=testing\n"
-        "AWS_SECRET_ACCESS_KEY=testing\nTEAM_PASS_PARAMETER=/jod/team-pass\n"
-        f"GITHUB_TOKEN_PARAMETER=/jod/github-token\nGITHUB_REPO_URL={remote.url}\n"
-        "GITHUB_USER_NAME=autosave\nJUPYTER_PORT=8443\nJUPYTER_TLS=1\nIDLE_MINUTES=40\n"
-        f"READY_TAG={READY_TAG}\nINSTANCE_ID={instance_id}\nBOOTSTRAP_PARAMETER_PREFIX=/jod/bootstrap\n"
-        f"PIP_NO_INDEX=1\nPIP_FIND_LINKS={wheelhouse(system_python_version())}\n"
+    # user_data's bootstrap.env, and the site's local.env with what this test adds.
+    (config.parent / "bootstrap.env").write_text(
+        "AWS_REGION=us-east-1\nBOOTSTRAP_PARAMETER_PREFIX=/jod/bootstrap\n"
+    )
+    (config.parent / "local.env").write_text(
+        f"AWS_ENDPOINT_URL={endpoint}\nAWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n"
+        f"INSTANCE_ID={instance_id}\nPIP_NO_INDEX=1\n"
+        f"PIP_FIND_LINKS={wheelhouse(system_python_version())}\n"
     )
     app = root / "app"
     app.mkdir()
@@ -182,6 +195,7 @@ def root_written(paths: Paths) -> list[Path]:
         paths.idle_state,
         paths.install_stamp,
         paths.idle_heartbeat,
+        paths.config,
         paths.app / "boot.py",
         paths.app / "idle_check.py",
         paths.systemd / "jupyter-on-demand-idle.service",
@@ -189,9 +203,9 @@ def root_written(paths: Paths) -> list[Path]:
 
 
 def first_boot(instance: Instance) -> None:
-    instance.step("sync")
+    instance.step("sync")  # user_data ships only the installer; the test's app folder is empty
     instance.step("install")
-    instance.step("secrets")
+    instance.step("wake")
     instance.idle_check("--dry-run")  # writes root's idle state
 
 
@@ -220,7 +234,11 @@ print("\\n".join(planted))
 
 def test_the_notebook_user_can_plant_nothing_where_root_writes(instance) -> None:
     first_boot(instance)
-    targets = [*root_written(instance.paths), instance.paths.config]
+    targets = [
+        *root_written(instance.paths),
+        instance.paths.bootstrap_env,
+        instance.paths.local_env,
+    ]
     assert all(path.exists() for path in targets), [p for p in targets if not p.exists()]
     result = instance.as_user(PLANT, *map(str, targets))
     assert result.returncode == 0, result.stderr
@@ -245,7 +263,7 @@ def test_root_steps_replace_a_planted_symlink_and_never_follow_it(instance) -> N
             planted[link] = (victim, fingerprint(victim))
     instance.step("sync")
     instance.step("install")  # the stamp is a link now: a full (quick) install
-    instance.step("secrets")
+    instance.step("wake")
     with running_jupyter(instance.root / "jroot", instance.root / "jwork", tls=True) as jupyter:
         token = read_config(instance.paths.jupyter_env)["JUPYTER_TOKEN"]
         env_text = instance.paths.jupyter_env.read_text().replace(token, jupyter.token)

@@ -19,16 +19,9 @@ from tests.infrastructure.terraform import (
     render_template,
 )
 
-CONFIG = {
+# user_data says only where the rest is; the settings come from SSM at every boot (boot.py sync).
+BOOTSTRAP_ENV = {
     "AWS_REGION": "us-east-1",
-    "TEAM_PASS_PARAMETER": "/jupyter-on-demand/team-pass",
-    "GITHUB_TOKEN_PARAMETER": "/jupyter-on-demand/github-token",
-    "GITHUB_REPO_URL": "https://github.com/team/notebooks.git",
-    "GITHUB_USER_NAME": "team",
-    "JUPYTER_PORT": "8443",
-    "JUPYTER_TLS": "1",
-    "IDLE_MINUTES": "40",
-    "READY_TAG": "jupyter-on-demand:ready-at",
     "BOOTSTRAP_PARAMETER_PREFIX": "/jupyter-on-demand/bootstrap",
 }
 EC2_USER_DATA_LIMIT = 16 * 1024
@@ -36,7 +29,7 @@ EC2_USER_DATA_LIMIT = 16 * 1024
 
 @pytest.fixture(scope="module")
 def user_data() -> str:
-    return render_template(CONFIG)
+    return render_template(BOOTSTRAP_ENV)
 
 
 def test_gzipped_user_data_fits_the_ec2_limit(user_data: str) -> None:
@@ -51,8 +44,15 @@ def test_the_installer_files_are_shipped_byte_for_byte(user_data: str) -> None:
         assert written[f"/opt/jupyter-on-demand/{name}"] == (BOOTSTRAP / name).read_text(), name
     for name in USER_DATA_UNITS:
         assert written[f"/etc/systemd/system/{name}"] == (BOOTSTRAP / name).read_text(), name
-    config = written["/etc/jupyter-on-demand/config.env"]
-    assert config == "".join(f"{k}={v}\n" for k, v in sorted(CONFIG.items()))  # HCL maps are sorted
+    bootstrap = written["/etc/jupyter-on-demand/bootstrap.env"]
+    assert bootstrap == "".join(f"{k}={v}\n" for k, v in sorted(BOOTSTRAP_ENV.items()))  # sorted
+    # boot.py writes config.env from the settings in SSM: a setting never changes user_data.
+    assert "/etc/jupyter-on-demand/config.env" not in written
+    assert {entry["path"] for entry in document["write_files"]} == {
+        "/etc/jupyter-on-demand/bootstrap.env",
+        *(f"/opt/jupyter-on-demand/{name}" for name in USER_DATA_FILES),
+        *(f"/etc/systemd/system/{name}" for name in USER_DATA_UNITS),
+    }
 
 
 def test_user_data_starts_the_idle_stop_first_then_the_retried_install_unit(
@@ -114,8 +114,8 @@ def test_user_data_holds_no_secret(user_data: str) -> None:
     lowered = user_data.lower()
     for marker in ("ghp_", "github_pat_", "argon2:", "aws_secret_access_key", "password="):
         assert marker not in lowered
-    # The config carries parameter names only; the values are read from SSM at every boot.
-    assert "TEAM_PASS_PARAMETER=/jupyter-on-demand/team-pass" in user_data
+    # Not even the parameter names: bootstrap.env holds the region and the SSM prefix only.
+    assert "/jupyter-on-demand/team-pass" not in user_data
 
 
 def test_shell_scripts_are_shellcheck_clean() -> None:

@@ -38,9 +38,13 @@ INTERPOLATION = re.compile(r"\$\{(.*?)\}(?![^{]*\})", re.S)
 
 
 def terraform() -> str:
+    """The terraform binary; a machine without it fails these tests, saying how to get it."""
     path = shutil.which("terraform")
     if path is None:
-        pytest.skip("terraform is not on PATH (install Terraform >= 1.11)")
+        pytest.fail(
+            "terraform is not on PATH: install Terraform >= 1.11 "
+            "(https://developer.hashicorp.com/terraform/install, or the hashicorp apt repository)"
+        )
     return path
 
 
@@ -51,9 +55,15 @@ def parsed() -> dict[str, dict[str, Any]]:
 
 
 def blocks(kind: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(type, name, body) of every `resource` or `data` block; (name, '', body) for others."""
+    """(type, name, body) of every `resource` or `data` block; (name, '', body) for others.
+    `data` includes the data sources scoped to a `check` block (preflight.tf)."""
     for tree in parsed().values():
-        for entry in tree.get(kind, []):
+        entries = list(tree.get(kind, []))
+        if kind == "data":
+            for check in tree.get("check", []):
+                for body in check.values():
+                    entries += body.get("data", [])
+        for entry in entries:
             for first, value in entry.items():
                 if kind in ("resource", "data"):
                     for name, body in value.items():
@@ -126,9 +136,12 @@ def console(expression: str) -> str:
     return result.stdout.strip()
 
 
-def render_template(config: dict[str, str], bootstrap_dir: Path = BOOTSTRAP) -> str:
-    """Render cloud-init.yaml.tftpl exactly as locals.tf does."""
-    pairs = ", ".join(f'"{k}" = "{v}"' for k, v in config.items())
+def render_template(bootstrap_env: dict[str, str], bootstrap_dir: Path = BOOTSTRAP) -> str:
+    """Render cloud-init.yaml.tftpl exactly as locals.tf does. bootstrap_env is what user_data
+    writes to /etc/jupyter-on-demand/bootstrap.env: AWS_REGION and BOOTSTRAP_PARAMETER_PREFIX
+    (locals.tf bootstrap_env); everything else reaches the instance through the settings parameter
+    (render_settings)."""
+    pairs = ", ".join(f'"{k}" = "{v}"' for k, v in bootstrap_env.items())
     directory = str(bootstrap_dir)
     names = ", ".join(f'"{n}"' for n in USER_DATA_FILES)
     units = ", ".join(f'"{n}"' for n in USER_DATA_UNITS)
@@ -136,7 +149,7 @@ def render_template(config: dict[str, str], bootstrap_dir: Path = BOOTSTRAP) -> 
         f'base64encode(templatefile("{directory}/cloud-init.yaml.tftpl", {{'
         f'files = {{ for name in [{names}] : name => file("{directory}/${{name}}") }}, '
         f'units = {{ for name in [{units}] : name => file("{directory}/${{name}}") }}, '
-        f"config = {{ {pairs} }} }}))"
+        f"bootstrap_env = {{ {pairs} }} }}))"
     )
     return base64.b64decode(console(expression).strip('"')).decode()
 
@@ -158,3 +171,24 @@ def render_bundle(bootstrap_dir: Path = BOOTSTRAP) -> dict[str, str]:
         {"chunks": len(decoded["chunks"]), "sha256": decoded["sha256"]}
     )
     return parameters
+
+
+# The keys of the settings parameter (locals.tf instance_config; ssm.tf aws_ssm_parameter.settings).
+SETTINGS_KEYS = (
+    "AWS_REGION",
+    "TEAM_PASS_PARAMETER",
+    "GITHUB_TOKEN_PARAMETER",
+    "GITHUB_REPO_URL",
+    "GITHUB_USER_NAME",
+    "JUPYTER_PORT",
+    "JUPYTER_TLS",
+    "IDLE_MINUTES",
+    "READY_TAG",
+)
+
+
+def render_settings(settings: dict[str, str]) -> str:
+    """The value of the SSM parameter <prefix>/settings, as ssm.tf writes it:
+    jsonencode(local.instance_config), a JSON object of strings (keys: SETTINGS_KEYS)."""
+    pairs = ", ".join(f'"{k}" = "{v}"' for k, v in settings.items())
+    return json.loads(console(f"jsonencode({{ {pairs} }})"))

@@ -95,3 +95,30 @@ def test_the_lambda_gets_the_configured_instance_type_to_return_to_after_a_fallb
     assert lambda_environment()["INSTANCE_TYPE"] == "${var.instance_type}"
     instance = next(b for t, n, b in blocks("resource") if (t, n) == ("aws_instance", "jupyter"))
     assert unwrap(instance["instance_type"]) == "${var.instance_type}"
+
+
+def test_the_lambda_may_change_only_the_instance_type_and_only_to_a_configured_type() -> None:
+    """Issue 10, point 9: ModifyInstanceAttribute could otherwise rewrite the user data or the
+    shutdown behaviour. EC2 sets ec2:Attribute/InstanceType only on a request that changes the
+    type, so StringEquals on it refuses every other attribute."""
+    by_sid = {unwrap(s["sid"]): s for s in policy_statements("lambda")}
+    statement = by_sid["SwitchToFallbackType"]
+    assert unwrap(statement["actions"]) == ["ec2:ModifyInstanceAttribute"]
+    conditions = [
+        (unwrap(c["test"]), unwrap(c["variable"]), unwrap(c["values"]))
+        for c in statement["condition"]
+    ]
+    assert [(test, variable) for test, variable, _ in conditions] == [
+        ("StringEquals", "ec2:Attribute/InstanceType")
+    ]
+    # checkov's hcl2 renders the expression oddly; what matters is which variables it lists.
+    values = re.sub(r"[\s'${}]", "", conditions[0][2])
+    assert values == "distinct(concat([var.instance_type],var.fallback_instance_types))"
+
+
+def test_later_applies_keep_the_ready_tag_the_instance_sets_on_itself() -> None:
+    """Issue 10, point 6 (test_apply.py proves it against moto): ignore_changes takes no
+    expressions, so the literal key there must be the handler's READY_TAG."""
+    instance = next(b for t, n, b in blocks("resource") if (t, n) == ("aws_instance", "jupyter"))
+    ignored = unwrap(unwrap(instance["lifecycle"])["ignore_changes"])
+    assert f'${{tags["{handler.READY_TAG}"]}}' in ignored

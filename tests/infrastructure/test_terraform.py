@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from typing import Any
@@ -13,6 +14,7 @@ from tests.infrastructure.terraform import (
     BOOTSTRAP_FILESET,
     INFRA,
     META_ARGUMENTS,
+    SETTINGS_KEYS,
     USER_DATA_FILES,
     USER_DATA_UNITS,
     blocks,
@@ -261,7 +263,22 @@ def test_the_tests_render_user_data_and_the_bundle_exactly_as_locals_tf_does() -
     assert unwrap(locals_()["user_data_units"]) == list(USER_DATA_UNITS)
     user_data = unwrap(locals_()["user_data"])
     assert "local.user_data_files" in user_data and "local.user_data_units" in user_data
-    assert "BOOTSTRAP_PARAMETER_PREFIX" in user_data
+    assert "'bootstrap_env': '${local.bootstrap_env}'" in user_data
+    assert set(unwrap(locals_()["bootstrap_env"])) == {"AWS_REGION", "BOOTSTRAP_PARAMETER_PREFIX"}
+    assert set(unwrap(locals_()["instance_config"])) == set(SETTINGS_KEYS)
+
+
+def test_user_data_carries_only_where_the_settings_are_never_the_settings_themselves() -> None:
+    """Issue 10, point 5: a change of idle_minutes, jupyter_port, jupyter_tls or the GitHub repo
+    must not change user_data; they travel in the SSM parameter <prefix>/settings instead."""
+    user_data = unwrap(locals_()["user_data"])
+    assert "instance_config" not in user_data and "var." not in user_data
+    bootstrap_env = str(unwrap(locals_()["bootstrap_env"]))
+    assert "var." not in bootstrap_env
+    settings = resource("aws_ssm_parameter", "settings")
+    assert unwrap(settings["name"]) == "${local.bootstrap_parameter_prefix}/settings"
+    assert unwrap(settings["value"]) == "${jsonencode(local.instance_config)}"
+    assert (unwrap(settings["type"]), unwrap(settings["tier"])) == ("String", "Standard")
 
 
 def resource(type_name: str, name: str) -> dict[str, Any]:
@@ -322,12 +339,71 @@ def test_required_outputs_exist_and_only_the_password_one_is_sensitive() -> None
     assert "pass" not in unwrap(outputs["start_url"]["value"])
 
 
-def test_aws_provider_is_at_least_6_and_tags_are_set_once() -> None:
-    versions = parsed()["versions.tf"]["terraform"][0]
-    aws = unwrap(unwrap(versions["required_providers"])["aws"])
-    assert re.match(r">= ?6", aws["version"])
+def required_providers() -> dict[str, tuple[str, str]]:
+    """provider name => (file, version constraint), over every terraform block."""
+    found = {}
+    for filename, tree in parsed().items():
+        for block in tree.get("terraform", []):
+            for name, spec in unwrap(block.get("required_providers", [{}])).items():
+                found[name] = (filename, unwrap(spec)["version"])
+    return found
+
+
+def test_aws_provider_is_5_100_up_to_7_and_tags_are_set_once() -> None:
+    """5.100 is what the offline mirror holds and test_apply.py applies; 6.x what admins get."""
+    assert required_providers()["aws"] == ("versions.tf", ">= 5.100, < 7.0")
     provider = parsed()["providers.tf"]["provider"][0]["aws"]
     assert "default_tags" in provider
+
+
+def test_the_archive_provider_has_an_upper_bound_and_lives_only_in_the_lambda_package_seam() -> (
+    None
+):
+    filename, version = required_providers()["archive"]
+    assert filename == "lambda_package.tf"
+    assert re.fullmatch(r">= ?2\.\d+, ?< ?3\.0", version), version
+    users = {f for f, tree in parsed().items() if "archive_" in json.dumps(tree.get("data", []))}
+    assert users == {"lambda_package.tf"}
+    function = resource("aws_lambda_function", "start_link")
+    assert unwrap(function["filename"]) == "${local.lambda_package.path}"
+    assert unwrap(function["source_code_hash"]) == "${local.lambda_package.base64sha256}"
+
+
+def test_only_attributes_of_aws_region_that_exist_in_both_5_x_and_6_x_are_read() -> None:
+    """`region` is 6.x-only and `name` is deprecated in 6.x; `id` is the region's name in both."""
+    used = set()
+    for tree in parsed().values():
+        for expression in expressions(tree):
+            used |= set(re.findall(r"data\.aws_region\.current\.(\w+)", expression))
+    assert used == {"id"}
+
+
+def test_lambda_reserves_no_concurrency_by_default_so_a_new_account_accepts_it() -> None:
+    """A new account's concurrency quota is 10, and AWS keeps 10 unreserved: any reservation is
+    refused there. -1 means no reservation."""
+    # checkov's hcl2 reads a negative number as the expression "${-1}".
+    assert unwrap(variables()["lambda_reserved_concurrency"]["default"]) in (-1, "${-1}")
+    assert tfvars_example()["lambda_reserved_concurrency"] in (-1, "${-1}")
+
+
+def test_the_instance_is_created_after_everything_it_reads_at_boot() -> None:
+    """Issue 10, point 4: its role's policy, its profile, and every SSM parameter (bundle chunks,
+    manifest, settings, both secrets); first boot's installer doesn't wait for them."""
+    depends_on = set(unwrap(resource("aws_instance", "jupyter")["depends_on"]))
+    parameters = {
+        f"${{aws_ssm_parameter.{name}}}"
+        for t, name, _ in blocks("resource")
+        if t == "aws_ssm_parameter"
+    }
+    assert len(parameters) == 5
+    assert (
+        parameters
+        | {
+            "${aws_iam_role_policy.instance}",
+            "${aws_iam_instance_profile.instance}",
+        }
+        <= depends_on
+    )
 
 
 def test_no_literal_ami_account_or_region_in_resources() -> None:

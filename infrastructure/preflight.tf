@@ -1,0 +1,38 @@
+# Preflight: what a new account lacks, said at plan time in words an admin can act on, before AWS
+# refuses the apply halfway through. The zone check is a postcondition in locals.tf (a hard error:
+# no apply can work); the vCPU quota check is here.
+#
+# New accounts often have a quota of 0 vCPUs for GPU instances, and RunInstances then fails with
+# VcpuLimitExceeded. A `check` block, so a warning, not an error: the scoped data source reads the
+# quota through the Service Quotas API, and that read can fail for reasons that say nothing about
+# the quota (an admin policy without servicequotas:GetServiceQuota, a partition or endpoint that
+# doesn't serve it); only inside a check block does such a failure leave the plan usable. And an
+# increase requested earlier may be granted between plan and apply. The warning comes before the
+# apply's confirmation prompt.
+
+locals {
+  # The EC2 On-Demand vCPU quota that instance_type counts against (Service Quotas codes).
+  instance_family = regex("^[a-z]+", var.instance_type)
+  vcpu_quota = (
+    startswith(local.instance_family, "vt") || startswith(local.instance_family, "g") ? { code = "L-DB2E81BA", name = "Running On-Demand G and VT instances" } :
+    startswith(local.instance_family, "p") ? { code = "L-417A185B", name = "Running On-Demand P instances" } :
+    { code = "L-1216C47A", name = "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances" }
+  )
+}
+
+# The instance type's vCPUs (a check block holds one data source: the quota, the read that may fail).
+data "aws_ec2_instance_type" "selected" {
+  instance_type = var.instance_type
+}
+
+check "gpu_vcpu_quota" {
+  data "aws_servicequotas_service_quota" "vcpus" {
+    service_code = "ec2"
+    quota_code   = local.vcpu_quota.code
+  }
+
+  assert {
+    condition     = data.aws_servicequotas_service_quota.vcpus.value >= data.aws_ec2_instance_type.selected.default_vcpus
+    error_message = "This account's EC2 quota \"${local.vcpu_quota.name}\" in ${var.region} is ${data.aws_servicequotas_service_quota.vcpus.value} vCPUs, and instance_type ${var.instance_type} needs ${data.aws_ec2_instance_type.selected.default_vcpus}: AWS will refuse to start the instance (VcpuLimitExceeded). Request at least ${data.aws_ec2_instance_type.selected.default_vcpus} in the Service Quotas console (Amazon EC2 > ${local.vcpu_quota.name}) or with `aws service-quotas request-service-quota-increase --service-code ec2 --quota-code ${local.vcpu_quota.code} --desired-value ${data.aws_ec2_instance_type.selected.default_vcpus} --region ${var.region}`, and run terraform apply again once AWS has granted it (minutes to days)."
+  }
+}

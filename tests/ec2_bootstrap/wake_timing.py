@@ -1,0 +1,191 @@
+"""How long the project's boot steps add to a wake, measured locally (root, as CI runs).
+
+    .venv/bin/python -m tests.ec2_bootstrap.wake_timing --wake wake --runs 7
+    .venv/bin/python -m tests.ec2_bootstrap.wake_timing --bootstrap /tmp/old/ec2_bootstrap \
+        --wake sync,secrets --runs 7
+
+A throw-away instance layout as on the machine (the user_data files in the app folder, the code
+bundle, the settings and both secrets in a moto server, a git smart-HTTP remote, a real
+unprivileged service user, the system Python's venv): the first boot runs `install` and the wake
+steps once; every later wake runs `install` (which returns at once) and the wake steps, each as
+its own process, as the units do. Prints the median seconds of each step and of the wake over
+`--runs` wakes. The wake steps are those of the units of the version measured: `sync,secrets`
+(the secrets unit's ExecStartPre and ExecStart before the one-process wake), `wake` after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+import requests
+
+from demo.git_remote import GitRemote
+from tests.infrastructure.terraform import render_bundle
+from tests.support.system_python import system_python_version, system_venv, wheelhouse
+
+USER = "jod-wake-timing"
+TOKEN = "ghp_wake_timing_token_0123456789"
+ROOT = Path(__file__).resolve().parents[2]
+USER_DATA_FILES = ("boot.py", "layout.py", "idle-failsafe.sh", "requirements.txt")
+
+
+def ensure_user() -> None:
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/bin/bash", USER], check=True
+        )
+
+
+def measure(
+    bootstrap: Path, wake: list[str], runs: int, profile: Path | None = None
+) -> dict[str, float]:
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    ensure_user()
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # moto's, for this process
+        os.environ.setdefault(key, "testing")
+    python = system_venv()
+    root = Path(tempfile.mkdtemp(prefix="jod-wake-timing-", dir="/var/tmp"))
+    root.chmod(0o755)
+    home = root / "home"
+    home.mkdir()
+    user = pwd.getpwnam(USER)
+    os.chown(home, user.pw_uid, user.pw_gid)
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{moto.get_host_and_port()[1]}"
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10)
+    remote = GitRemote(root / "remote", token=TOKEN)
+    try:
+        ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=endpoint)
+        ssm.put_parameter(Name="/jod/team-pass", Value="the-team-password", Type="SecureString")
+        ssm.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
+        for name, value in render_bundle(bootstrap).items():
+            ssm.put_parameter(Name=f"/jod/bootstrap/{name}", Value=value, Type="String")
+        settings = {
+            "AWS_REGION": "us-east-1",
+            "TEAM_PASS_PARAMETER": "/jod/team-pass",
+            "GITHUB_TOKEN_PARAMETER": "/jod/github-token",
+            "GITHUB_REPO_URL": remote.url,
+            "GITHUB_USER_NAME": "autosave",
+            "JUPYTER_PORT": "8443",
+            "JUPYTER_TLS": "1",
+            "IDLE_MINUTES": "40",
+            "READY_TAG": "jupyter-on-demand:ready-at",
+        }
+        ssm.put_parameter(Name="/jod/bootstrap/settings", Value=json.dumps(settings), Type="String")
+        etc = root / "etc"
+        etc.mkdir()
+        site = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "INSTANCE_ID": "i-0123456789abcdef0",
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": str(wheelhouse(system_python_version())),
+        }
+        (etc / "bootstrap.env").write_text(
+            "AWS_REGION=us-east-1\nBOOTSTRAP_PARAMETER_PREFIX=/jod/bootstrap\n"
+        )
+        (etc / "local.env").write_text("".join(f"{k}={v}\n" for k, v in site.items()))
+        # What user_data wrote before bootstrap.env: the version measured may read only this.
+        everything = {**settings, "BOOTSTRAP_PARAMETER_PREFIX": "/jod/bootstrap", **site}
+        (etc / "config.env").write_text("".join(f"{k}={v}\n" for k, v in everything.items()))
+        app = root / "app"
+        app.mkdir()
+        for name in USER_DATA_FILES:
+            shutil.copy(bootstrap / name, app / name)
+        (app / "venv").symlink_to(python.parent.parent)
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "JOD_CONFIG": str(etc / "config.env"),
+            "JOD_ETC_DIR": str(etc),
+            "JOD_STATE_DIR": str(root / "state"),
+            "JOD_APP_DIR": str(app),
+            "JOD_HOME": str(home),
+            "JOD_USER": USER,
+            "JOD_SYSTEMD_DIR": str(root / "systemd"),
+            "JOD_SYSTEMCTL": "true",
+            "JOD_SYSTEM_ETC": str(root / "system-etc"),
+            "JOD_RUN_DIR": str(root / "run"),
+        }
+
+        def step(name: str, profiled: bool = False) -> float:
+            interpreter = "/usr/bin/python3" if name == "install" else str(python)
+            flags = []
+            if profiled and profile is not None:  # cProfile's own overhead: not timed
+                profile.mkdir(parents=True, exist_ok=True)
+                flags = ["-X", "importtime", "-m", "cProfile", "-o", str(profile / f"{name}.prof")]
+            started = time.perf_counter()
+            result = subprocess.run(
+                [interpreter, *flags, str(app / "boot.py"), name],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            elapsed = time.perf_counter() - started
+            if result.returncode != 0:
+                raise SystemExit(f"boot.py {name} failed:\n{result.stderr}")
+            if flags:
+                (profile / f"{name}.importtime").write_text(result.stderr)
+            return elapsed
+
+        first = {name: step(name) for name in ["install", *wake]}
+        samples: dict[str, list[float]] = {name: [] for name in ["install", *wake, "wake"]}
+        for _ in range(runs):
+            times = {name: step(name) for name in ["install", *wake]}
+            for name, seconds in times.items():
+                samples[name].append(seconds)
+            samples["wake"].append(sum(times.values()))
+        if profile is not None:
+            for name in ["install", *wake]:
+                step(name, profiled=True)
+        figures = {f"first_boot_{name}_s": seconds for name, seconds in first.items()}
+        figures |= {f"{name}_median_s": statistics.median(s) for name, s in samples.items()}
+        return figures
+    finally:
+        remote.stop()
+        moto.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run(["userdel", USER], check=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", type=Path, default=ROOT / "ec2_bootstrap")
+    parser.add_argument("--wake", default="wake", help="the wake steps, comma-separated")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="after the timed wakes, one more under cProfile and -X importtime, into this folder",
+    )
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the steps create a user and run as root, as on the machine")
+    figures = measure(args.bootstrap.resolve(), args.wake.split(","), args.runs, args.profile)
+    for name, seconds in figures.items():
+        print(f"{name}: {seconds:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
