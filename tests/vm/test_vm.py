@@ -1,6 +1,9 @@
-"""VM acceptance: the real user_data template, rendered by `terraform console`, booted on a real
-Debian 12 with cloud-init under QEMU. Everything the guest needs is on this machine: moto (SSM,
-EC2 tags), a wheelhouse for pip, and the git smart-HTTP remote with token auth.
+"""VM acceptance: the user_data Terraform rendered, read back from moto after a real `terraform
+apply` of the stack, booted on a real Debian 12 with cloud-init under QEMU. Everything the guest
+needs is on this machine: moto (the SSM parameters Terraform wrote: code bundle, settings,
+secrets; EC2 tags), a wheelhouse for pip, and the git smart-HTTP remote with token auth. What a
+real platform would add (the instance profile's credentials, the metadata service's instance id)
+comes as cloud-init vendor-data that writes the site file local.env, never through user_data.
 
 Four boots of one disk:
   1. the first boot's install fails (PyPI unreachable), so the idle checker never arrives: the
@@ -13,7 +16,9 @@ Four boots of one disk:
   4. a password changed in SSM in between takes effect, the files are kept; a file saved just
      before an external poweroff (the ACPI power button) is on the remote, and the journal shows
      Jupyter stopped before the flush ran.
-Records the times in .cache/bench/vm_acceptance.json.
+Boots 3 and 4 record their phases from the guest's clocks (kernel start, network-online.target,
+secrets step done, Jupyter listening, ready tag set). Records the times in
+.cache/bench/vm_acceptance.json.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from datetime import UTC, datetime
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import boto3
 import pytest
 import requests
 
@@ -35,16 +39,23 @@ from bench.common import report
 from demo.git_remote import GitRemote
 from demo.jupyter import authorized, free_port, login, save_notebook
 from tests.ec2_bootstrap.autosave_support import wait_for
-from tests.infrastructure.terraform import render_bundle, render_template
+from tests.infrastructure.stack import (
+    GITHUB_TOKEN,
+    apply,
+    design_note_variables,
+    moto_server,
+)
 from tests.support.system_python import wheelhouse
 from tests.vm.vm import VM, Forward, build_image, make_seed, require_host
 
 pytestmark = pytest.mark.vm
 
 IDLE_MINUTES = 1.0
+# Not the default 8443: Jupyter answering on it shows the settings Terraform wrote reached the guest.
+JUPYTER_PORT = 8444
+TEAM_PASS_PARAMETER = "/jupyter-on-demand/team-pass"  # the design note's default name_prefix
 OLD_PASSWORD = "first-team-password"
 NEW_PASSWORD = "second-team-password"
-TOKEN = "ghp_vm_test_token_0123456789"
 READY_TAG = "jupyter-on-demand:ready-at"
 ROOT = Path(__file__).resolve().parents[2]
 GUEST_PYTHON = "3.11.2"
@@ -58,73 +69,133 @@ def serve_directory(folder: Path, port: int) -> ThreadingHTTPServer:
     return server
 
 
+def guest_environment(local_env: dict[str, str]) -> str:
+    """The test's vendor-data (cloud-init's channel for what the platform adds, beside the user's
+    user_data): a script that cloud-init runs once, before user_data's runcmd starts the install.
+    It writes the site file local.env that boot.py merges last into config.env (moto's endpoint and
+    fake credentials in place of the instance profile, the instance id in place of the metadata
+    service, the host's git remote and wheelhouse), and a unit that prints each wake's phases,
+    from the guest's own clocks, to the console once the ready step is done."""
+    env = "".join(f"{key}={value}\n" for key, value in local_env.items())
+    return f"""#!/bin/sh
+set -eu
+install -d -m 0755 /etc/jupyter-on-demand
+cat > /etc/jupyter-on-demand/local.env <<'EOF_ENV'
+{env}EOF_ENV
+chmod 0644 /etc/jupyter-on-demand/local.env
+cat > /usr/local/sbin/jod-wake-phases <<'EOF_SH'
+{WAKE_PHASES_SCRIPT}EOF_SH
+chmod 0755 /usr/local/sbin/jod-wake-phases
+cat > /etc/systemd/system/jod-wake-phases.service <<'EOF_UNIT'
+[Unit]
+Description=test only: this wake's phases to the console
+After=jupyter-on-demand-ready.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/jod-wake-phases
+
+[Install]
+WantedBy=multi-user.target
+EOF_UNIT
+systemctl daemon-reload
+systemctl enable jod-wake-phases.service
+"""
+
+
+# Monotonic microseconds since the kernel started: systemd's own timestamps of the targets and
+# units, and the journal's of Jupyter's first "is running at" line; `systemd-analyze time` too.
+WAKE_PHASES_SCRIPT = """#!/bin/sh
+mono() { systemctl show -P ActiveEnterTimestampMonotonic "$1"; }
+listening=$(journalctl -b -o short-monotonic --no-pager -u jupyter-on-demand.service \\
+  | grep -m 1 'is running at' | sed -n 's/^\\[ *\\([0-9]*\\)\\.\\([0-9]*\\)\\].*/\\1\\2/p')
+echo "JOD-WAKE-PHASES kernel_us=$(systemctl show -P KernelTimestampMonotonic)" \\
+  "network_online_us=$(mono network-online.target)" \\
+  "secrets_done_us=$(mono jupyter-on-demand-secrets.service)" \\
+  "jupyter_listening_us=${listening:-0}" \\
+  "ready_us=$(mono jupyter-on-demand-ready.service)" >/dev/ttyS0
+echo "JOD-SYSTEMD-ANALYZE $(systemd-analyze time 2>&1 | head -n 1)" >/dev/ttyS0
+"""
+WAKE_PHASES = re.compile(
+    r"JOD-WAKE-PHASES kernel_us=(\d+) network_online_us=(\d+) secrets_done_us=(\d+) "
+    r"jupyter_listening_us=(\d+) ready_us=(\d+)"
+)
+
+
+def wake_phases(console: str) -> dict[str, float]:
+    """Seconds from kernel start of each phase of this wake, as the guest logged them."""
+    found = WAKE_PHASES.search(console)
+    assert found, f"the guest logged no wake phases:\n{console[-6000:]}"
+    kernel, network, secrets, listening, ready = (int(value) for value in found.groups())
+    phases = {
+        "network_online_s": (network - kernel) / 1e6,
+        "secrets_done_s": (secrets - kernel) / 1e6,
+        "jupyter_listening_s": (listening - kernel) / 1e6,
+        "ready_s": (ready - kernel) / 1e6,
+    }
+    assert 0 < phases["network_online_s"] < phases["secrets_done_s"] < phases["ready_s"], phases
+    assert phases["secrets_done_s"] < phases["jupyter_listening_s"] <= phases["ready_s"], phases
+    phases["wake_ratio"] = phases["ready_s"] / phases["network_online_s"]
+    return phases
+
+
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     require_host()
     image = build_image()
     folder = tmp_path_factory.mktemp("vm")
-    from moto.server import ThreadedMotoServer
-
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    moto_port = moto.get_host_and_port()[1]
-    endpoint = f"http://127.0.0.1:{moto_port}"
-    requests.post(f"{endpoint}/moto-api/reset", timeout=10)  # moto's backends are per process
-    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint)
-    ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=endpoint)
-    instance_id = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)["Instances"][0][
-        "InstanceId"
-    ]
-    ssm.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
-    for name, value in render_bundle().items():
-        ssm.put_parameter(Name=f"/jod/bootstrap/{name}", Value=value, Type="String")
-    wheels_port = free_port()  # served from the second boot on: the first boot's pip fails
-    wheels: list[ThreadingHTTPServer] = []
-    remote = GitRemote(folder / "remote", token=TOKEN)
-    config = {
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": "http://10.0.2.100:5000",
-        "AWS_ACCESS_KEY_ID": "testing",  # moto's; a real instance uses its instance profile
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "TEAM_PASS_PARAMETER": "/jod/team-pass",
-        "GITHUB_TOKEN_PARAMETER": "/jod/github-token",
-        "GITHUB_REPO_URL": "http://10.0.2.102:8002/team.git",
-        "GITHUB_USER_NAME": "autosave",
-        "JUPYTER_PORT": "8443",
-        "JUPYTER_TLS": "1",
-        "IDLE_MINUTES": f"{IDLE_MINUTES:g}",
-        "READY_TAG": READY_TAG,
-        "INSTANCE_ID": instance_id,
-        "BOOTSTRAP_PARAMETER_PREFIX": "/jod/bootstrap",
-        "PIP_NO_INDEX": "1",
-        "PIP_FIND_LINKS": "http://10.0.2.101:8001/",
-        "PIP_TRUSTED_HOST": "10.0.2.101",  # the plain-HTTP wheelhouse of this test
-        "JOD_RETRY_SECONDS": "1",  # the install's backoff, short for the test
-        "PIP_RETRIES": "0",  # the first boot's pip fails at once (boot.py retries it anyway)
-    }
-    seed = make_seed(folder, render_template(config))
-    forwards = [
-        Forward("10.0.2.100", 5000, moto_port),
-        Forward("10.0.2.101", 8001, wheels_port),
-        Forward("10.0.2.102", 8002, remote.port),
-    ]
-    vm = VM(folder, image, seed, forwards, free_port())
-    yield {
-        "vm": vm,
-        "ec2": ec2,
-        "ssm": ssm,
-        "instance_id": instance_id,
-        "remote": remote,
-        "serve_wheels": lambda: wheels.append(
-            serve_directory(wheelhouse(GUEST_PYTHON), wheels_port)
-        ),
-    }
-    vm.kill()
-    remote.stop()
-    for server in wheels:
-        server.shutdown()
-    requests.post(f"{endpoint}/moto-api/reset", timeout=10)
-    moto.stop()
+    with moto_server() as endpoint:
+        # The real stack, applied by Terraform against moto: the VM boots its user_data as moto
+        # holds it, and reads the code bundle, the settings and the secrets Terraform wrote.
+        stack = apply(
+            folder / "terraform",
+            endpoint,
+            design_note_variables(endpoint)
+            | {"idle_minutes": IDLE_MINUTES, "jupyter_port": JUPYTER_PORT},
+        )
+        ec2, ssm = stack.client("ec2"), stack.client("ssm")
+        # The second boot finds no team password: the secrets step must fail safe.
+        ssm.delete_parameter(Name=TEAM_PASS_PARAMETER)
+        moto_port = int(endpoint.rsplit(":", 1)[1])
+        wheels_port = free_port()  # served from the second boot on: the first boot's pip fails
+        wheels: list[ThreadingHTTPServer] = []
+        remote = GitRemote(folder / "remote", token=GITHUB_TOKEN)
+        local_env = {
+            "AWS_ENDPOINT_URL": "http://10.0.2.100:5000",
+            "AWS_ACCESS_KEY_ID": "testing",  # moto's; a real instance uses its instance profile
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "INSTANCE_ID": stack.instance_id,  # no metadata service here
+            "GITHUB_REPO_URL": "http://10.0.2.102:8002/team.git",  # the host's remote
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": "http://10.0.2.101:8001/",
+            "PIP_TRUSTED_HOST": "10.0.2.101",  # the plain-HTTP wheelhouse of this test
+            # The fail-safe's minutes before any settings arrived (the first boot's failed
+            # install): the site's, as on a real site; later the settings' (the same value).
+            "IDLE_MINUTES": f"{IDLE_MINUTES:g}",
+            "JOD_RETRY_SECONDS": "1",  # the install's backoff, short for the test
+            "PIP_RETRIES": "0",  # the first boot's pip fails at once (boot.py retries it anyway)
+        }
+        seed = make_seed(folder, stack.user_data(), vendor_data=guest_environment(local_env))
+        forwards = [
+            Forward("10.0.2.100", 5000, moto_port),
+            Forward("10.0.2.101", 8001, wheels_port),
+            Forward("10.0.2.102", 8002, remote.port),
+        ]
+        vm = VM(folder, image, seed, forwards, free_port(), jupyter_guest_port=JUPYTER_PORT)
+        yield {
+            "vm": vm,
+            "ec2": ec2,
+            "ssm": ssm,
+            "instance_id": stack.instance_id,
+            "remote": remote,
+            "serve_wheels": lambda: wheels.append(
+                serve_directory(wheelhouse(GUEST_PYTHON), wheels_port)
+            ),
+        }
+        vm.kill()
+        remote.stop()
+        for server in wheels:
+            server.shutdown()
 
 
 def ready_after(ec2, instance_id: str, since: float) -> bool:
@@ -171,6 +242,14 @@ def powers_itself_off(vm: VM, name: str, timeout: float) -> float:
     return time.monotonic() - started
 
 
+def record_wake(vm: VM, figures: dict[str, float], name: str) -> None:
+    """The phases of the wake that just got ready, from the guest's clocks (seconds from kernel
+    start); the wake ratio is (ready - kernel start) / (network-online - kernel start)."""
+    wait_for(lambda: WAKE_PHASES.search(vm.console_text()), timeout=120, interval=2)
+    for phase, seconds in wake_phases(vm.console_text()).items():
+        figures[f"{name}_{phase}"] = round(seconds, 3)
+
+
 STOP_DECISION = re.compile(r'\{"time": "([^"]+)", "idle": true, [^\n]*"action": "stop"')
 
 
@@ -192,13 +271,14 @@ def test_failed_boots_still_stop_then_jupyter_autosave_idle_stop_and_poweroff_fl
     figures["secrets_failed_boot_to_power_off_s"] = powers_itself_off(vm, "secrets-fail", 1500)
     console = vm.console_text()
     assert "installed; Jupyter is starting" in console, console[-6000:]
-    assert "JUPYTER-ON-DEMAND BOOT FAILED (secrets)" in console, console[-6000:]
+    assert "JUPYTER-ON-DEMAND BOOT FAILED (wake)" in console, console[-6000:]
     assert STOP_DECISION.search(console), console[-6000:]
     assert not ready_after(host["ec2"], host["instance_id"], 0)
 
     # 3. The secrets exist: Jupyter, autosave, the idle stop.
-    host["ssm"].put_parameter(Name="/jod/team-pass", Value=OLD_PASSWORD, Type="SecureString")
+    host["ssm"].put_parameter(Name=TEAM_PASS_PARAMETER, Value=OLD_PASSWORD, Type="SecureString")
     figures["boot_to_ready_s"] = boot_until_ready(host, "ready", timeout=600)
+    record_wake(vm, figures, "first_wake")
     assert "installed; Jupyter is starting" not in vm.console_text()  # no reinstall
     assert authorized(login(url, OLD_PASSWORD), url)
     assert not authorized(login(url, "not-the-password"), url)
@@ -232,9 +312,10 @@ def test_failed_boots_still_stop_then_jupyter_autosave_idle_stop_and_poweroff_fl
 
     # 4. A new password; then a save in the last seconds before an external poweroff.
     host["ssm"].put_parameter(
-        Name="/jod/team-pass", Value=NEW_PASSWORD, Type="SecureString", Overwrite=True
+        Name=TEAM_PASS_PARAMETER, Value=NEW_PASSWORD, Type="SecureString", Overwrite=True
     )
     figures["second_boot_to_ready_s"] = boot_until_ready(host, "second", timeout=600)
+    record_wake(vm, figures, "second_wake")
     assert "installed; Jupyter is starting" not in vm.console_text()  # no reinstall
     session = login(url, NEW_PASSWORD)
     assert authorized(session, url)

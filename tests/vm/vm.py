@@ -61,7 +61,13 @@ class Forward:
 
 class VM:
     def __init__(
-        self, folder: Path, image: Path, seed: Path, forwards: list[Forward], jupyter_host_port: int
+        self,
+        folder: Path,
+        image: Path,
+        seed: Path,
+        forwards: list[Forward],
+        jupyter_host_port: int,
+        jupyter_guest_port: int = 8443,
     ) -> None:
         self.folder = folder
         self.image = image
@@ -69,6 +75,7 @@ class VM:
         self.seed = seed
         self.forwards = forwards
         self.jupyter_host_port = jupyter_host_port
+        self.jupyter_guest_port = jupyter_guest_port
         self.process: subprocess.Popen | None = None
         self.console: Path | None = None
         if not self.disk.exists():
@@ -92,7 +99,10 @@ class VM:
         """Start the VM; returns the host time it started."""
         self.console = self.folder / f"console-{name}.log"
         netdev = ",".join(
-            ["user,id=n0,restrict=on", f"hostfwd=tcp:127.0.0.1:{self.jupyter_host_port}-:8443"]
+            [
+                "user,id=n0,restrict=on",
+                f"hostfwd=tcp:127.0.0.1:{self.jupyter_host_port}-:{self.jupyter_guest_port}",
+            ]
             + [f.netdev() for f in self.forwards]
         )
         command = [
@@ -144,12 +154,20 @@ class VM:
             self.process.wait(30)
 
 
-def make_seed(folder: Path, user_data: str, instance_id: str = "iid-jupyter-on-demand-vm") -> Path:
+def make_seed(
+    folder: Path,
+    user_data: str,
+    vendor_data: str | None = None,
+    instance_id: str = "iid-jupyter-on-demand-vm",
+) -> Path:
+    """A NoCloud seed: user_data as given; vendor_data, when given, is what the platform adds."""
     (folder / "user-data").write_text(user_data)
     (folder / "meta-data").write_text(f"instance-id: {instance_id}\nlocal-hostname: jod-vm\n")
+    command = ["cloud-localds"]
+    if vendor_data is not None:
+        (folder / "vendor-data").write_text(vendor_data)
+        command += ["--vendor-data", str(folder / "vendor-data")]
     seed = folder / "seed.img"
-    subprocess.run(
-        ["cloud-localds", str(seed), str(folder / "user-data"), str(folder / "meta-data")],
-        check=True,
-    )
+    command += [str(seed), str(folder / "user-data"), str(folder / "meta-data")]
+    subprocess.run(command, check=True)
     return seed
