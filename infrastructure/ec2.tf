@@ -81,7 +81,21 @@ resource "aws_instance" "jupyter" {
     # The ready tag (local.ready_tag) is set by the instance on itself once Jupyter answers; a
     # later apply must leave it, or the start link says "booting" until the next boot. A literal:
     # ignore_changes takes no expressions (tests/infrastructure/test_contracts.py compares them).
-    ignore_changes = [ami, instance_type, tags["jupyter-on-demand:ready-at"]]
+    # The subnet neither: the default one is chosen among the zones that offer instance_type
+    # (locals.tf), so a new instance_type, or a zone AWS starts offering it in, would pick another
+    # and replace the machine and its disk. The postconditions say when it stays where the
+    # configuration would not put it (unknown before it exists: checked at apply, then silent).
+    ignore_changes = [ami, instance_type, subnet_id, tags["jupyter-on-demand:ready-at"]]
+
+    postcondition {
+      condition     = contains(data.aws_ec2_instance_type_offerings.instance_type.locations, self.availability_zone)
+      error_message = "The instance is in ${self.availability_zone}, which does not offer instance_type ${var.instance_type}. Terraform leaves the machine where it is (moving it would replace the machine and its disk), and the start link could not switch it to that type. Set instance_type back, or push everyone's work and run `terraform apply -replace=aws_instance.jupyter`."
+    }
+
+    postcondition {
+      condition     = var.subnet_id == "" || var.subnet_id == self.subnet_id
+      error_message = "subnet_id is ${var.subnet_id}, but the instance is in ${self.subnet_id}. Terraform leaves the machine where it is (moving it would replace the machine and its disk). Set subnet_id back, or push everyone's work and run `terraform apply -replace=aws_instance.jupyter`."
+    }
   }
 
   # The first boot reads all of these (its role's policy through the profile, the code bundle,

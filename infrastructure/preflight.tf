@@ -11,11 +11,25 @@
 # apply's confirmation prompt.
 
 locals {
-  # The EC2 On-Demand vCPU quota that instance_type counts against (Service Quotas codes).
+  # The EC2 On-Demand vCPU quota that instance_type counts against (Service Quotas codes): by the
+  # leading letters of its family, the longer first (dl1 is DL, d3 Standard; inf2 Inf, i4i
+  # Standard; trn1 Trn, t3 Standard); every other family counts against Standard.
   instance_family = regex("^[a-z]+", var.instance_type)
+  vcpu_quotas = {
+    dl  = { code = "L-6E869C2A", name = "Running On-Demand DL instances" }
+    hpc = { code = "L-F7808C92", name = "Running On-Demand HPC instances" }
+    inf = { code = "L-1945791B", name = "Running On-Demand Inf instances" }
+    trn = { code = "L-2C3B7624", name = "Running On-Demand Trn instances" }
+    vt  = { code = "L-DB2E81BA", name = "Running On-Demand G and VT instances" }
+    g   = { code = "L-DB2E81BA", name = "Running On-Demand G and VT instances" }
+    p   = { code = "L-417A185B", name = "Running On-Demand P instances" }
+    f   = { code = "L-74FC7D96", name = "Running On-Demand F instances" }
+    x   = { code = "L-7295265B", name = "Running On-Demand X instances" }
+    u   = { code = "L-43DA4232", name = "Running On-Demand High Memory instances" }
+  }
+  vcpu_quota_family = [for prefix in ["dl", "hpc", "inf", "trn", "vt", "g", "p", "f", "x", "u"] : prefix if startswith(local.instance_family, prefix)]
   vcpu_quota = (
-    startswith(local.instance_family, "vt") || startswith(local.instance_family, "g") ? { code = "L-DB2E81BA", name = "Running On-Demand G and VT instances" } :
-    startswith(local.instance_family, "p") ? { code = "L-417A185B", name = "Running On-Demand P instances" } :
+    length(local.vcpu_quota_family) > 0 ? local.vcpu_quotas[local.vcpu_quota_family[0]] :
     { code = "L-1216C47A", name = "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances" }
   )
 }

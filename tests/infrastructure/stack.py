@@ -74,8 +74,19 @@ TEAM_PASS = "correct horse battery staple"
 GITHUB_TOKEN = "github_pat_" + "0123456789abcdefghij" * 3
 KEY_NAME = "team-key"
 # The EC2 vCPU quotas the preflight reads (infrastructure/preflight.tf), as a grown-up account has
-# them: G and VT, P, Standard.
-ROOMY_QUOTAS = {"L-DB2E81BA": 64.0, "L-417A185B": 192.0, "L-1216C47A": 640.0}
+# them: G and VT, P, Standard, and DL, HPC, Inf, Trn, F, X, High Memory.
+ROOMY_QUOTAS = {
+    "L-DB2E81BA": 64.0,
+    "L-417A185B": 192.0,
+    "L-1216C47A": 640.0,
+    "L-6E869C2A": 96.0,
+    "L-F7808C92": 768.0,
+    "L-1945791B": 192.0,
+    "L-2C3B7624": 128.0,
+    "L-74FC7D96": 64.0,
+    "L-7295265B": 128.0,
+    "L-43DA4232": 896.0,
+}
 
 
 class HarnessError(RuntimeError):

@@ -227,6 +227,90 @@ def test_a_new_idle_minutes_changes_the_settings_parameter_and_not_user_data(
     assert "user_data" not in changed_attributes(instance)
 
 
+def test_a_new_instance_type_never_replaces_the_instance_and_its_disk(
+    stack: harness.Stack,
+) -> None:
+    """The default subnet is chosen among the zones that offer instance_type, and a new subnet
+    replaces the instance (its disk goes: delete_on_termination). A new instance_type (or a zone
+    AWS starts offering it in) must not move the machine; the preflight says so instead."""
+    ec2 = stack.client("ec2")
+    instance = ec2.describe_instances(InstanceIds=[stack.instance_id])["Reservations"][0][
+        "Instances"
+    ][0]
+    zone = instance["Placement"]["AvailabilityZone"]
+    default_zones = {
+        subnet["AvailabilityZone"]
+        for subnet in ec2.describe_subnets(
+            Filters=[{"Name": "default-for-az", "Values": ["true"]}]
+        )["Subnets"]
+    }
+    offered: dict[str, set[str]] = {}
+    pages = ec2.get_paginator("describe_instance_type_offerings").paginate(
+        LocationType="availability-zone"
+    )
+    for page in pages:
+        for offer in page["InstanceTypeOfferings"]:
+            offered.setdefault(offer["InstanceType"], set()).add(offer["Location"])
+    elsewhere = sorted(
+        name for name, zones in offered.items() if zone not in zones and zones & default_zones
+    )
+    assert elsewhere, f"moto offers every instance type in {zone}: the test needs one it doesn't"
+    known = {
+        t["InstanceType"]
+        for t in ec2.describe_instance_types(InstanceTypes=elsewhere[:100])["InstanceTypes"]
+    }
+    new_type = next(name for name in elsewhere if name in known)
+    result = harness.run_terraform(
+        stack.module, "plan", "-input=false", "-no-color", "-out=moved.tfplan",
+        f"-var=instance_type={new_type}", check=False,
+    )  # fmt: skip
+    message = one_line(result.output)
+    assert "must be replaced" not in message and "forces replacement" not in message, message
+    assert result.returncode == 1, result.output
+    assert (
+        f"The instance is in {zone}, which does not offer instance_type {new_type}. "
+        "Terraform leaves the machine where it is"
+    ) in message
+
+
+def test_a_default_subnet_that_now_sorts_first_never_replaces_the_instance(
+    stack: harness.Stack,
+) -> None:
+    """The default subnet is the first by id among the zones that offer instance_type. When that
+    set changes under the same settings (AWS offers the type in one more zone; a default subnet is
+    recreated), another subnet comes first: the instance and its disk must stay where they are."""
+    ec2 = stack.client("ec2")
+    instance = ec2.describe_instances(InstanceIds=[stack.instance_id])["Reservations"][0][
+        "Instances"
+    ][0]
+    offered = {
+        offer["Location"]
+        for offer in ec2.describe_instance_type_offerings(
+            LocationType="availability-zone",
+            Filters=[{"Name": "instance-type", "Values": [stack.variables["instance_type"]]}],
+        )["InstanceTypeOfferings"]
+    }
+    defaults = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+    other = next(
+        s
+        for s in defaults["Subnets"]
+        if s["AvailabilityZone"] in offered and s["SubnetId"] != instance["SubnetId"]
+    )
+    zone, cidr, vpc = other["AvailabilityZone"], other["CidrBlock"], other["VpcId"]
+    # A new default subnet in that zone (moto makes a zone's only subnet its default), until its
+    # id sorts first: ids are random, and the instance's is the least of five.
+    for _ in range(3000):
+        ec2.delete_subnet(SubnetId=other["SubnetId"])
+        other = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=zone)["Subnet"]
+        if other["SubnetId"] < instance["SubnetId"]:
+            break
+    assert other["DefaultForAz"]
+    assert other["SubnetId"] < instance["SubnetId"]
+    plan = stack.plan()
+    assert plan.changes().get(INSTANCE, ["update"]) == ["update"], plan.output
+    assert without_moto_difference(plan) == {}, plan.output
+
+
 # --- 5. use what Terraform created --------------------------------------------------------------
 
 
@@ -368,7 +452,16 @@ def test_a_gpu_vcpu_quota_too_small_is_said_plainly_at_plan_time(
 
 @pytest.mark.parametrize(
     ("instance_type", "code", "vcpus"),
-    [("g4dn.4xlarge", "L-DB2E81BA", 16), ("p6-b200.48xlarge", "L-417A185B", 192)],
+    [
+        ("g4dn.4xlarge", "L-DB2E81BA", 16),
+        ("p6-b200.48xlarge", "L-417A185B", 192),
+        # Accelerators and families with quotas of their own, not the Standard one.
+        ("inf2.xlarge", "L-1945791B", 4),
+        ("trn1.2xlarge", "L-2C3B7624", 8),
+        ("x2idn.16xlarge", "L-7295265B", 64),
+        ("u-6tb1.56xlarge", "L-43DA4232", 224),
+        ("m5.large", "L-1216C47A", 2),
+    ],
 )
 def test_a_quota_that_fits_gives_no_warning(
     planner: Path, endpoint: str, instance_type: str, code: str, vcpus: int
