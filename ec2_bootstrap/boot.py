@@ -46,6 +46,7 @@ from pathlib import Path
 from layout import (
     BootError,
     Paths,
+    current_boot_id,
     ensure_dir,
     env_file,
     is_regular,
@@ -193,6 +194,38 @@ def ensure_venv(paths: Paths, config: dict[str, str]) -> None:
         logger.info("registered %s as the default kernel", kernel_python)
 
 
+def install_inputs_command(paths: Paths) -> str:
+    """A shell command that prints what venv_inputs and the venv's health are made of: the
+    requirements, the three env files (KERNEL_PYTHON, PIP_*), the venv's own files, the system
+    Python's binary and the AMI's kernel Python. A missing file prints its error, so a file that
+    appears (local.env, the kernel) changes the output too. The install unit runs `boot.py
+    install` only when this differs from what it printed after the last install check that found
+    everything installed (install_condition): an unchanged wake skips the Python start."""
+    files = (paths.app / "requirements.txt", paths.bootstrap_env, paths.config, paths.local_env,
+             paths.venv / "pyvenv.cfg")  # fmt: skip
+    return (
+        f"sha256sum {' '.join(map(str, files))} 2>&1; "
+        f"readlink -e /usr/bin/python3 {paths.venv_python} {DLAMI_PYTHON}; "
+        "ls -lL --full-time /usr/bin/python3 2>&1"
+    )
+
+
+def install_condition(paths: Paths) -> str:
+    """The install unit's ExecCondition= script (`$` doubled there for systemd): exit 1 (skip
+    the unit) only when the inputs print exactly as at the last good check; anything else,
+    an error included, runs the install (exit 0)."""
+    return (
+        f'if [ "$({install_inputs_command(paths)})" = "$(cat {paths.install_inputs} 2>/dev/null)" ]; '
+        "then echo jupyter-on-demand: installed, and its inputs did not change; exit 1; fi"
+    )
+
+
+def record_install_inputs(paths: Paths) -> None:
+    output = subprocess.run(["/bin/sh", "-c", install_inputs_command(paths)], capture_output=True,
+                            text=True, check=False).stdout  # fmt: skip
+    write_file(paths.install_inputs, output, 0o644, owner_ids("root"))
+
+
 def install_step(paths: Paths) -> None:
     # config.env may not exist yet (the first boot): the site's settings are what pip needs, and
     # `sync` below writes config.env before any unit that reads it starts.
@@ -200,8 +233,10 @@ def install_step(paths: Paths) -> None:
     inputs = venv_inputs(paths, config)
     stamp = paths.install_stamp
     if read_regular(stamp) == inputs.encode() and paths.venv_python.exists():
+        record_install_inputs(paths)
         logger.info("already installed; nothing to do")
         return
+    paths.install_inputs.unlink(missing_ok=True)
     ensure_packages()
     ensure_user(paths)
     deny_scheduled_jobs(paths)
@@ -209,6 +244,7 @@ def install_step(paths: Paths) -> None:
     ensure_venv(paths, config)
     run(str(paths.venv_python), str(paths.app / "boot.py"), "sync")
     write_file(stamp, inputs, 0o644)
+    record_install_inputs(paths)
     # The units run `secrets`, Jupyter and `ready`; --no-block: they order themselves after this
     # unit, which is still running.
     systemctl("start", "--no-block", "jupyter-on-demand.service", "jupyter-on-demand-ready.service",
@@ -367,6 +403,11 @@ def install_code(paths: Paths, files: dict[str, str]) -> list[str]:
     write_file(
         paths.jupyter_config / "migrated", "not migrated: jupyter-on-demand's own config\n", 0o644
     )
+    # Compiled now, as root: the service user can't write __pycache__ here, so Jupyter's process
+    # compiled jupyter_extensions, git_autosave... at every start. Only what changed is compiled.
+    import compileall
+
+    compileall.compile_dir(str(paths.app), maxlevels=0, quiet=1)
     for legacy in LEGACY_FILES:  # the cron-based idle check of older versions
         (paths.app / legacy).unlink(missing_ok=True)
     (paths.system_etc / "cron.d" / "jupyter-on-demand").unlink(missing_ok=True)
@@ -419,6 +460,17 @@ def wake_step(paths: Paths, synced: bool = False) -> None:
     boot_secrets.secrets_step(paths, ssm)
 
 
+def mark_wake(paths: Paths, ok: bool | None) -> None:
+    """Root's marker of this boot's wake in root's run folder: success (True), failure (False),
+    or none yet (None: both removed, as at the start of a wake)."""
+    ensure_dir(paths.run, 0o755, owner_ids("root"))
+    for marker, kept in ((paths.wake_marker, ok is True), (paths.wake_failed_marker, ok is False)):
+        if kept:
+            write_file(marker, f"{current_boot_id()}\n", 0o644, owner_ids("root"))
+        else:
+            marker.unlink(missing_ok=True)
+
+
 def systemctl(*args: str) -> None:
     run(os.environ.get("JOD_SYSTEMCTL", "systemctl"), *args)
 
@@ -455,7 +507,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.step == "sync":
             sync_step(paths)
         elif args.step == "wake":
-            wake_step(paths, synced=args.synced)
+            # Jupyter and the ready step wait for this boot's verdict (layout.wake_result): none
+            # until the wake ends, then root's marker of success or of failure.
+            mark_wake(paths, None)
+            try:
+                wake_step(paths, synced=args.synced)
+            except BaseException:
+                mark_wake(paths, False)
+                raise
+            mark_wake(paths, True)
         else:
             import boot_secrets  # in the bundle, installed by `sync`
 

@@ -39,6 +39,7 @@ from layout import (
     retry,
     run,
     secure_file,
+    wake_result,
     write_file,
 )
 
@@ -369,12 +370,19 @@ def start_idle_clock(paths: Paths) -> None:
     write_file(paths.idle_state, json.dumps(state), 0o644)
 
 
-def ready_step(paths: Paths, timeout: float = 600) -> None:
+def ready_step(paths: Paths, timeout: float = 600, wake_timeout: float = 960) -> None:
+    # The unit starts with Jupyter, which starts with the wake: the EC2 client (botocore's
+    # import, EC2's large model) is made meanwhile, so the tag follows Jupyter's first answer at
+    # once. The config and Jupyter's env file are read once this boot's wake succeeded.
+    ec2 = aws_client("ec2", read_config(paths.config))
+    result = wake_result(paths, wake_timeout)
+    if result is not True:
+        raise BootError("this boot's wake " + ("failed" if result is False else "did not end")
+                        + "; Jupyter does not start (journalctl -u jupyter-on-demand-secrets)")  # fmt: skip
     config = read_config(paths.config)
     jupyter_env = read_config(paths.jupyter_env)
-    # Jupyter takes seconds to listen: the EC2 client (botocore's import, EC2's large model) and
-    # the instance id are made meanwhile, so the tag follows its first answer at once.
-    ec2 = aws_client("ec2", config)
+    if ec2.meta.region_name != config.get("AWS_REGION"):  # the settings moved it
+        ec2 = aws_client("ec2", config)
     instance = instance_id(config)
     deadline = time.monotonic() + timeout
     started = time.monotonic()

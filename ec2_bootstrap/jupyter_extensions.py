@@ -214,7 +214,42 @@ def main(argv: list[str] | None = None) -> int:
             sys.modules[name] = None  # type: ignore[assignment]  # `import name` raises ImportError
     from jupyterlab.labapp import LabApp
 
+    if os.environ.get("JOD_WAIT_FOR_WAKE") == "1":
+        # The unit starts with the wake, not after it: the imports above (seconds) overlap it.
+        # Nothing is configured or served until this boot's wake has succeeded.
+        code = wait_for_wake()
+        if code:
+            return code
     LabApp.launch_instance(args[1:])
+    return 0
+
+
+# The unit's RestartPreventExitStatus=: a failed or missing wake is not retried every few seconds.
+WAKE_FAILED_EXIT = 3
+
+
+def wait_for_wake() -> int:
+    """Wait for root's marker of this boot's successful wake (layout.wake_result), then take the
+    environment the wake wrote: config.env, then secrets/jupyter.env (what EnvironmentFile= gave
+    when the unit started after the wake; read now, so a password changed in SSM is in force).
+    0 to go on; WAKE_FAILED_EXIT when the wake failed or did not end in JOD_WAKE_TIMEOUT s."""
+    from layout import BootError, Paths, read_root_env, wake_result
+
+    paths = Paths.from_env()
+    timeout = float(os.environ.get("JOD_WAKE_TIMEOUT", "960"))
+    print(f"jupyter-on-demand: waiting for this boot's wake ({paths.wake_marker})", file=sys.stderr)
+    result = wake_result(paths, timeout)
+    if result is not True:
+        why = "failed" if result is False else f"did not end within {timeout:.0f} s"
+        print(f"jupyter-on-demand: this boot's wake {why}; not starting Jupyter without the team "
+              "password (journalctl -u jupyter-on-demand-secrets)", file=sys.stderr)  # fmt: skip
+        return WAKE_FAILED_EXIT
+    try:
+        for path in (paths.config, paths.jupyter_env):
+            os.environ.update(read_root_env(path))
+    except BootError as error:
+        print(f"jupyter-on-demand: {error}", file=sys.stderr)
+        return WAKE_FAILED_EXIT
     return 0
 
 

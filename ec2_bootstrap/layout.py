@@ -91,8 +91,24 @@ class Paths:
         return self.state / "installed"
 
     @property
+    def install_inputs(self) -> Path:
+        """What boot.install_inputs_command printed at the last good install check."""
+        return self.state / "install-inputs"
+
+    @property
     def activity(self) -> Path:
         return self.user_state / "activity.json"
+
+    @property
+    def wake_marker(self) -> Path:
+        """Written by root at the end of this boot's successful wake (`boot.py wake`), holding
+        the boot id; Jupyter and the ready step wait for it (wake_result)."""
+        return self.run / "wake-ok"
+
+    @property
+    def wake_failed_marker(self) -> Path:
+        """Written by root when this boot's wake failed: whoever waits gives up at once."""
+        return self.run / "wake-failed"
 
     @property
     def idle_heartbeat(self) -> Path:
@@ -126,6 +142,51 @@ class Paths:
             system_etc=Path(env.get("JOD_SYSTEM_ETC", "/etc")),
             user=user,
         )
+
+
+def current_boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def roots_marker(path: Path, boot_id: str) -> bool:
+    """True only for a marker root wrote at this boot: a regular file (never through a symlink),
+    owned by root, in a folder owned by root that nobody else may write, that nobody else may
+    write either, holding exactly this boot's id. The service user can't make such a file: it
+    can't write root's folder, and a file it owns is not root's."""
+    if not boot_id:
+        return False
+    try:
+        folder = os.lstat(path.parent)
+        if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != 0 or folder.st_mode & 0o022:
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+            return False
+        return os.read(fd, 200).decode(errors="replace").strip() == boot_id
+    finally:
+        os.close(fd)
+
+
+def wake_result(paths: Paths, timeout: float, poll: float = 0.2) -> bool | None:
+    """Wait for this boot's wake: True once it succeeded (root's marker of this boot), False
+    once it failed, None when `timeout` seconds passed with neither."""
+    boot_id = current_boot_id()
+    deadline = time.monotonic() + timeout
+    while True:
+        if roots_marker(paths.wake_marker, boot_id):
+            return True
+        if roots_marker(paths.wake_failed_marker, boot_id):
+            return False
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll)
 
 
 def parse_env(text: str) -> dict[str, str]:

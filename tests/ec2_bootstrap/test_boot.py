@@ -53,6 +53,7 @@ def paths(tmp_path, monkeypatch, remote: GitRemote) -> boot.Paths:
         "JOD_USER": getpass.getuser(),
         "JOD_RETRY_SECONDS": "0.01",
         "JOD_SYSTEMD_DIR": str(tmp_path / "systemd"),
+        "JOD_RUN_DIR": str(tmp_path / "run"),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -251,6 +252,12 @@ def test_ready_tags_the_instance_once_jupyter_answers_and_starts_the_idle_clock(
         )
         paths.jupyter_env.parent.mkdir(parents=True, exist_ok=True)
         paths.jupyter_env.write_text(f"JUPYTER_TOKEN={jupyter.token}\n")
+        boot.mark_wake(paths, False)
+        assert boot.main(["ready"]) == 1  # this boot's wake failed: no tag
+        assert not handler.is_ready(
+            ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+        )
+        boot.mark_wake(paths, True)
         assert boot.main(["ready"]) == 0
         instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0][
             "Instances"

@@ -7,6 +7,8 @@ import base64
 import getpass
 import gzip
 import json
+import os
+from pathlib import Path
 
 import boto3
 import pytest
@@ -44,6 +46,7 @@ def paths(tmp_path, monkeypatch) -> boot.Paths:
         "JOD_CONFIG": str(tmp_path / "config.env"),
         "JOD_APP_DIR": str(tmp_path / "app"),
         "JOD_SYSTEMD_DIR": str(tmp_path / "systemd"),
+        "JOD_RUN_DIR": str(tmp_path / "run"),
         "JOD_USER": getpass.getuser(),
         "JOD_SYSTEMCTL": "true",
     }.items():
@@ -97,6 +100,14 @@ def test_sync_installs_the_code_and_units_and_removes_the_cron_idle_check(ssm, p
     assert "Environment=JUPYTER_CONFIG_DIR=/opt/jupyter-on-demand/jupyter-config" in unit
     assert paths.jupyter_config == paths.app / "jupyter-config"
     assert (paths.jupyter_config / "migrated").is_file()
+    # Compiled by root at the sync: the service user's Jupyter can't write __pycache__ there.
+    import importlib.util
+
+    for name in ("jupyter_extensions", "git_autosave", "boot_secrets"):
+        compiled = Path(importlib.util.cache_from_source(str(paths.app / f"{name}.py")))
+        assert compiled.is_file(), name
+        assert compiled.stat().st_uid == os.geteuid()
+    assert not (paths.app / "__pycache__").stat().st_mode & 0o022
 
 
 def test_sync_twice_changes_nothing(ssm, paths) -> None:

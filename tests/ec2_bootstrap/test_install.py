@@ -153,6 +153,57 @@ def test_an_installed_instance_returns_at_once_and_a_changed_requirement_reinsta
     assert (tools / "apt-calls").exists()
 
 
+def install_unit_runs(paths: boot.Paths) -> bool:
+    """The install unit's ExecCondition= (its script, for these paths): exit 0 runs the unit."""
+    result = subprocess.run(["/bin/sh", "-c", boot.install_condition(paths)], capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert result.returncode in (0, 1), result
+    return result.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "change", ["requirements.txt", "a broken venv", "local.env appears", "a settings change"]
+)
+def test_an_unchanged_install_is_not_even_started_and_any_changed_input_starts_it(
+    tmp_path, monkeypatch, change: str
+) -> None:
+    tools, app = install_env(tmp_path, monkeypatch)
+    (app / "venv" / "bin").mkdir(parents=True)
+    (app / "venv" / "bin" / "python").symlink_to(SYSTEM_PYTHON)
+    (app / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    paths = boot.Paths.from_env()
+    assert install_unit_runs(paths)  # never checked: the first boot
+    paths.state.mkdir()
+    paths.install_stamp.write_text(boot.venv_inputs(paths, {}))
+    assert boot.main(["install"]) == 0  # the Python check: already installed
+    assert not (tools / "apt-calls").exists()
+    assert not install_unit_runs(paths)  # the next wake skips it
+    if change == "requirements.txt":  # a new bundle brought it
+        (app / "requirements.txt").write_text("jupyterlab==4.7.0\n")
+    elif change == "a broken venv":
+        (app / "venv" / "bin" / "python").unlink()
+        (app / "venv" / "bin" / "python").symlink_to(tmp_path / "python3.99")
+    elif change == "local.env appears":
+        paths.local_env.write_text("KERNEL_PYTHON=/opt/conda/bin/python\n")
+    else:
+        paths.config.write_text("IDLE_MINUTES=40\nKERNEL_PYTHON=/opt/conda/bin/python\n")
+    assert install_unit_runs(paths)
+    if change == "requirements.txt":
+        assert boot.main(["install"]) == 1  # it reinstalls (here: apt fails)
+        assert (tools / "apt-calls").exists()
+        assert install_unit_runs(paths)  # and is tried again at the next boot
+
+
+def test_the_install_units_condition_is_boot_pys(monkeypatch) -> None:
+    for key in [key for key in os.environ if key.startswith("JOD_")]:
+        monkeypatch.delenv(key)
+    defaults = boot.Paths.from_env()  # the instance's paths
+    script = boot.install_condition(defaults).replace("$", "$$")
+    assert unit("jupyter-on-demand-install.service").get("Service", "ExecCondition") == (
+        f"/bin/sh -c '{script}'"
+    )
+
+
 @pytest.mark.parametrize("step", boot.STEPS)
 def test_a_python_older_than_3_10_is_refused_with_a_clear_message(
     monkeypatch, caplog, tmp_path, step: str
@@ -389,13 +440,21 @@ def test_one_process_runs_the_wake_and_jupyter_waits_for_it() -> None:
     assert secrets.get("Service", "ExecStart").endswith("/boot.py wake")
     assert not {"ExecStartPre", "ExecStartPost", "EnvironmentFile"} & set(secrets["Service"])
     assert "jupyter-on-demand-install.service" in words(secrets, "Unit", "After")
+    # Jupyter starts with the wake (its imports overlap it) and waits for root's marker of this
+    # boot's successful wake (test_wake_wait.py); bound to the secrets unit, it stops if that fails.
     jupyter = unit("jupyter-on-demand.service")
-    assert "jupyter-on-demand-secrets.service" in words(jupyter, "Unit", "Requires")
-    assert "jupyter-on-demand-secrets.service" in words(jupyter, "Unit", "After")
+    assert "jupyter-on-demand-secrets.service" in words(jupyter, "Unit", "BindsTo")
+    assert "jupyter-on-demand-install.service" in words(jupyter, "Unit", "After")
+    lines = (BOOTSTRAP / "jupyter-on-demand.service").read_text().splitlines()
+    assert "Environment=JOD_WAIT_FOR_WAKE=1" in lines
+    assert jupyter.get("Service", "RestartPreventExitStatus") == "3"
     ready = unit("jupyter-on-demand-ready.service")
     assert "jupyter-on-demand.service" in words(ready, "Unit", "After")
-    for name in ("install", "ready"):
-        assert "EnvironmentFile" not in unit(f"jupyter-on-demand-{name}.service")["Service"]
+    for name in ("install", "ready", ""):
+        assert (
+            "EnvironmentFile"
+            not in unit(f"jupyter-on-demand{name and '-'}{name}.service")["Service"]
+        )
 
 
 def test_the_first_install_runs_before_config_env_exists_with_the_sites_settings(

@@ -88,6 +88,7 @@ def paths(tmp_path, monkeypatch) -> boot.Paths:
         "JOD_STATE_DIR": str(tmp_path / "state"),
         "JOD_HOME": str(tmp_path / "home"),
         "JOD_SYSTEMD_DIR": str(tmp_path / "systemd"),
+        "JOD_RUN_DIR": str(tmp_path / "run"),
         "JOD_SYSTEM_ETC": str(tmp_path / "system-etc"),
         "JOD_USER": getpass.getuser(),
         "JOD_SYSTEMCTL": "true",
