@@ -8,9 +8,10 @@
     boot.py wake      every boot, one process (jupyter-on-demand-secrets.service): `sync`, keeping
                       the installed code and the last good config.env when SSM can't be read, then
                       `secrets` (boot_secrets.py: secrets from SSM, Jupyter's env file, the git
-                      credential, TLS; then `repo` as the service user)
-    boot.py secrets   the second half of `wake` alone; `repo` the service user's part of it
-    boot.py ready     tags the instance once Jupyter answers
+                      credential, TLS; then `repo` as the service user, unless unchanged), then
+                      root's marker for Jupyter, then the ready tag once Jupyter answers
+    boot.py secrets   the middle of `wake` alone; `repo` the service user's part of it
+    boot.py ready     the end of `wake` alone, by hand: tags the instance once Jupyter answers
 
 Settings: user_data writes only bootstrap.env (AWS_REGION and BOOTSTRAP_PARAMETER_PREFIX, where
 the rest is). `sync` reads the JSON settings Terraform keeps in <prefix>/settings, checks them,
@@ -71,11 +72,18 @@ UNITS = (
     IDLE_TIMER,
     "jupyter-on-demand-secrets.service",
     "jupyter-on-demand.service",
-    "jupyter-on-demand-ready.service",
     "jupyter-on-demand-autosave-flush.service",
 )
 ENABLED = tuple(unit for unit in UNITS if unit != "jupyter-on-demand-idle.service")
 LEGACY_FILES = ("idle-check.sh", "idle-check.cron")  # and cron.d/jupyter-on-demand
+# Units of older versions, disabled and removed at sync (retire_legacy_units). The bundle still
+# ships a no-op jupyter-on-demand-ready.service: the previous version's sync, which runs once
+# more when an instance takes this version, installs every unit of ITS list from the bundle.
+LEGACY_UNITS = ("jupyter-on-demand-ready.service",)
+# What `boot.py wake` exits with when the wake succeeded (Jupyter serves) but the ready tag
+# could not be set: the secrets unit counts it a success (SuccessExitStatus=), so that BindsTo=
+# doesn't stop a Jupyter the team can use; the journal says why.
+READY_FAILED_EXIT = 4
 DLAMI_PYTHON = "/opt/pytorch/bin/python"  # the Deep Learning AMI's PyTorch environment
 MIN_PYTHON = (3, 10)
 # The step names: idle-failsafe.sh's pgrep and idle_check.BOOT_STEP know them all.
@@ -245,9 +253,9 @@ def install_step(paths: Paths) -> None:
     run(str(paths.venv_python), str(paths.app / "boot.py"), "sync")
     write_file(stamp, inputs, 0o644)
     record_install_inputs(paths)
-    # The units run `secrets`, Jupyter and `ready`; --no-block: they order themselves after this
-    # unit, which is still running.
-    systemctl("start", "--no-block", "jupyter-on-demand.service", "jupyter-on-demand-ready.service",
+    # The units run the wake (which ends with the ready tag) and Jupyter; --no-block: they order
+    # themselves after this unit, which is still running.
+    systemctl("start", "--no-block", "jupyter-on-demand.service",
               "jupyter-on-demand-autosave-flush.service")  # fmt: skip
     logger.info("installed; Jupyter is starting")
 
@@ -411,12 +419,33 @@ def install_code(paths: Paths, files: dict[str, str]) -> list[str]:
     for legacy in LEGACY_FILES:  # the cron-based idle check of older versions
         (paths.app / legacy).unlink(missing_ok=True)
     (paths.system_etc / "cron.d" / "jupyter-on-demand").unlink(missing_ok=True)
-    if any(units):
+    if retire_legacy_units(paths) or any(units):
         systemctl("daemon-reload")
         systemctl("enable", *ENABLED)
         systemctl("start", "--no-block", IDLE_TIMER)
     logger.info("instance code in sync (%d files changed)", len(changed))
     return changed
+
+
+def retire_legacy_units(paths: Paths) -> bool:
+    """Disable, then remove, the unit files of older versions still installed (an instance
+    upgraded from them); True when one was removed (systemd then needs a daemon-reload). A unit
+    still running (the previous version's ready step, at the boot that upgrades) runs to its end.
+    A disable that fails keeps the file (no dangling link in a .wants folder), said in the log."""
+    removed = False
+    for unit in LEGACY_UNITS:
+        path = paths.systemd / unit
+        if not (path.exists() or path.is_symlink()):
+            continue
+        try:
+            systemctl("disable", unit)
+        except BootError as error:
+            logger.error("could not disable %s, an older version's unit (%s)", unit, error)
+            continue
+        path.unlink()
+        logger.info("removed %s, an older version's unit", unit)
+        removed = True
+    return removed
 
 
 def sync_step(paths: Paths, ssm=None, keep_last_good: bool = False) -> list[str]:
@@ -457,6 +486,10 @@ def wake_step(paths: Paths, synced: bool = False) -> None:
             sys.stderr.flush()
             # The same interpreter and script, by absolute path: no shell, no PATH lookup.
             os.execv(sys.executable, [sys.executable, str(here / "boot.py"), "wake", "--synced"])  # noqa: S606
+    else:
+        # The previous version's sync just ran (it exec'd this): it knew no legacy units.
+        if retire_legacy_units(paths):
+            systemctl("daemon-reload")
     boot_secrets.secrets_step(paths, ssm)
 
 
@@ -469,6 +502,22 @@ def mark_wake(paths: Paths, ok: bool | None) -> None:
             write_file(marker, f"{current_boot_id()}\n", 0o644, owner_ids("root"))
         else:
             marker.unlink(missing_ok=True)
+
+
+def ready_after_wake(paths: Paths) -> int:
+    """The wake's last part, after root's marker (Jupyter serves from then on): the ready tag once
+    Jupyter answers, in this process (botocore is imported already; no second Python). Nothing
+    here undoes the wake: a failure exits READY_FAILED_EXIT, which the unit counts a success."""
+    import boot_secrets
+
+    try:
+        boot_secrets.announce_ready(paths)
+    except Exception:
+        logger.exception("JUPYTER-ON-DEMAND READY FAILED: the instance is not tagged ready, so the "
+                         "start page says booting until the next boot; Jupyter itself serves "
+                         "(journalctl -u jupyter-on-demand)")  # fmt: skip
+        return READY_FAILED_EXIT
+    return 0
 
 
 def systemctl(*args: str) -> None:
@@ -507,8 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.step == "sync":
             sync_step(paths)
         elif args.step == "wake":
-            # Jupyter and the ready step wait for this boot's verdict (layout.wake_result): none
-            # until the wake ends, then root's marker of success or of failure.
+            # Jupyter waits for this boot's verdict (layout.wake_result): none until the wake's
+            # own part ends, then root's marker of success or of failure.
             mark_wake(paths, None)
             try:
                 wake_step(paths, synced=args.synced)
@@ -516,6 +565,13 @@ def main(argv: list[str] | None = None) -> int:
                 mark_wake(paths, False)
                 raise
             mark_wake(paths, True)
+            logger.info("JUPYTER-ON-DEMAND WAKE DONE")
+            return ready_after_wake(paths)
+        elif args.step == "repo":
+            import boot_secrets
+
+            if boot_secrets.repo_step(paths):
+                print(boot_secrets.REPO_COMPLETE)  # for root: the step may be skipped next time
         else:
             import boot_secrets  # in the bundle, installed by `sync`
 

@@ -1,14 +1,17 @@
-"""The every-boot steps that run in the venv (botocore, jupyter_server): `boot.py secrets`, `repo`
-and `ready`. Shipped in the code bundle, not in user_data.
+"""The every-boot steps that run in the venv (botocore, argon2-cffi): `boot.py secrets`, `repo`
+and the wake's end (announce_ready; `boot.py ready` by hand). Shipped in the code bundle, not in
+user_data.
 
 secrets (root): the team password and the GitHub token from SSM, the argon2 hash, the API token,
 the git credential and the TLS certificate, all in root-owned folders (layout.py); then the
-`repo` step as the service user. Fails closed: no password, no Jupyter. The idle stop never
+`repo` step as the service user (skipped when nothing it reads or repairs changed: repo_inputs).
+Fails closed: no password, no Jupyter. The idle stop never
 depends on it: the idle checker reads no secret it can't do without.
 repo (the service user): git settings and the clone of the team's repository. Everything under
 the user's home is done with the user's own rights, so nothing planted there can make root
 write, chmod or chown a file.
-ready (root): once Jupyter answers, starts the idle clock and tags the instance READY_TAG=<time>.
+ready (root, the end of `boot.py wake`, after root's marker of the wake's success): once Jupyter
+answers, starts the idle clock and tags the instance READY_TAG=<time>.
 """
 
 from __future__ import annotations
@@ -76,14 +79,46 @@ def fetch_secrets(config: dict[str, str], ssm=None) -> tuple[str, str]:
     return password, token
 
 
+# jupyter_server.auth.security.passwd(algorithm="argon2"): these parameters, and "argon2:" before
+# argon2-cffi's own encoded hash. Made here with argon2-cffi itself: importing jupyter_server.auth
+# (tornado, traitlets, jupyter_core...) cost the wake more CPU than the hash.
+ARGON2_PARAMETERS = {"memory_cost": 10240, "time_cost": 10, "parallelism": 8}
+ARGON2_PREFIX = "argon2:"
+
+
+def argon2_hash(password: str) -> str:
+    """The hash jupyter_server's passwd(password, algorithm="argon2") makes, in its format."""
+    import argon2
+
+    return ARGON2_PREFIX + argon2.PasswordHasher(**ARGON2_PARAMETERS).hash(password)
+
+
+def password_matches(hashed: str, password: str) -> bool:
+    """jupyter_server's passwd_check: an argon2 hash is checked as it checks one (argon2-cffi's
+    verify, which reads the parameters from the hash), without importing jupyter_server; an
+    unreadable argon2 hash is no match (it is made anew). Any other kind (an older sha1 hash)
+    goes to passwd_check itself."""
+    if hashed.startswith(ARGON2_PREFIX):
+        import argon2
+        import argon2.exceptions
+
+        try:
+            return argon2.PasswordHasher().verify(hashed[len(ARGON2_PREFIX) :], password)
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+            return False
+    from jupyter_server.auth import passwd_check
+
+    return passwd_check(hashed, password)
+
+
 def hashed_password(paths: Paths, password: str, current: str | None) -> str:
     """The argon2 hash; the current one is kept when it still matches (salted hashes differ).
 
-    argon2 is slow on purpose, and so is importing jupyter_server: a wake whose password didn't
-    change skips both. Root's record (state/password-check.json, 0600, in root's folder) holds
-    the hash it last checked and an HMAC of the password under a random key of its own; only
-    when both match is the hash kept unchecked. The record tells no more than root can read
-    anyway (the instance role reads the password itself)."""
+    argon2 is slow on purpose: a wake whose password didn't change skips it. Root's record
+    (state/password-check.json, 0600, in root's folder) holds the hash it last checked and an
+    HMAC of the password under a random key of its own; only when both match is the hash kept
+    unchecked. The record tells no more than root can read anyway (the instance role reads the
+    password itself)."""
     record_path = paths.state / "password-check.json"
     try:
         record = json.loads(read_regular(record_path) or b"{}")
@@ -97,10 +132,9 @@ def hashed_password(paths: Paths, password: str, current: str | None) -> str:
         and hmac.compare_digest(str(record.get("fingerprint", "")), fingerprint)
     ):
         return current
-    from jupyter_server.auth import passwd, passwd_check
-
-    if not (current and passwd_check(current, password)):
-        current = passwd(password, algorithm="argon2")
+    if not (current and password_matches(current, password)):
+        current = argon2_hash(password)
+        logger.info("the team password changed: hashed it anew (argon2)")
     record = {"key": key.hex(), "fingerprint": fingerprint, "hash": current}
     write_file(record_path, json.dumps(record), 0o600, owner_ids("root"))
     return current
@@ -157,13 +191,119 @@ def secrets_step(paths: Paths, ssm=None) -> None:
     line = credential_line(config["GITHUB_REPO_URL"], config.get("GITHUB_USER_NAME", "git"), token)
     if write_file(paths.credentials, line, 0o640, group):
         logger.info("wrote the git credential %s", paths.credentials)
+    inputs = repo_inputs(paths, config)
+    if inputs is not None and read_regular(paths.repo_inputs) == inputs.encode():
+        logger.info("the repo step's inputs and the clone are as after its last complete run: "
+                    "not run (%s)", paths.repo_inputs)  # fmt: skip
+        return
+    paths.repo_inputs.unlink(missing_ok=True)
     # As the service user, with its own rights: its home and the clone are its to change.
     if owner_ids(paths.user) in (None, (os.geteuid(), os.getegid())):
-        repo_step(paths)  # already that user (tests, the demo)
+        complete = repo_step(paths)  # already that user (tests, the demo)
     else:
         boot_py = str(Path(__file__).resolve().parent / "boot.py")
-        run(sys.executable, boot_py, "repo", user=paths.user, env={"HOME": str(paths.home)},
-            timeout=900, echo=True)  # fmt: skip
+        output = run(sys.executable, boot_py, "repo", user=paths.user,
+                     env={"HOME": str(paths.home)}, timeout=900, echo=True)  # fmt: skip
+        complete = REPO_COMPLETE in output.splitlines()
+    inputs = repo_inputs(paths, config)  # the clone and ~/.gitconfig as the step left them
+    if complete and inputs is not None:
+        write_file(paths.repo_inputs, inputs, 0o600, owner_ids("root"))
+
+
+# --- Skipping an unchanged repo step (root) ---------------------------------------------------
+#
+# The repo step (a second Python as the service user, ~1 s of CPU on the VM's wake) is skipped
+# when nothing it reads or repairs changed since a run that set everything up. What it does on a
+# clone that has history: the git settings in ~/.gitconfig (rewritten when they differ), removing
+# an older ~/.git-credentials, the clone folder (mkdir), fetching the team's history while the
+# first clone's not-cloned marker is there, and a warning when the clone's origin isn't the
+# settings' URL. The record (root's, 0600, in root's state folder) holds: the settings it reads,
+# its paths, the user's uid, the code that does it (boot_secrets.py, git_autosave.py, layout.py),
+# and what root sees of the user's files WITHOUT opening, reading or following any of them:
+# lstat-like facts (type, inode, size, mtime) of ~/.gitconfig and ~/.git-credentials, the clone
+# folder and its .git, taken through O_PATH|O_NOFOLLOW handles, so a symlink the user plants
+# anywhere on the way is seen as a symlink and never followed (repo_probe). The step's content
+# checks (git config --list, .git/config's origin) stay the user's process's; it says "complete"
+# only when it set everything up and had nothing to warn about (REPO_COMPLETE), so a failed or
+# warning run is run again at every boot, as is a clone with the not-cloned marker.
+#
+# What a user can do to this: make the probe look unchanged while the clone is broken (e.g. edit
+# .git/config). That is the user's own clone; the step, run, would not repair that either (it
+# never touches a clone with history), and a skipped step gives no one any right: it runs as the
+# user anyway. Root reads nothing of the user's but metadata, and writes only its own record.
+
+# Printed last by `boot.py repo` (stdout, which its log never reaches) when the step set up
+# everything and had nothing to warn about.
+REPO_COMPLETE = "jupyter-on-demand: repo step complete"
+REPO_CODE = ("boot_secrets.py", "git_autosave.py", "layout.py")
+REPO_SETTINGS = ("GITHUB_REPO_URL", "GITHUB_USER_NAME", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL")
+
+
+def _nofollow(name: str, dir_fd: int | None = None) -> int:
+    """A handle on a folder that never follows a symlink (O_PATH: nothing is opened for reading)."""
+    flags = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+    return os.open(name, flags, dir_fd=dir_fd)
+
+
+def _facts(name: str, dir_fd: int) -> list[int] | None:
+    """What lstat says of name in the folder (no link followed), or None when it doesn't exist."""
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return [info.st_mode, info.st_uid, info.st_ino, info.st_size, info.st_mtime_ns]
+
+
+def repo_probe(paths: Paths) -> dict[str, object] | None:
+    """What root sees of the user's home and clone, without opening, reading or following any of
+    it; None when the clone isn't a healthy-looking one (no folder, no .git folder, a symlink on
+    the way, the not-cloned marker): then the step runs."""
+    import git_autosave
+
+    handles: list[int] = []
+    try:
+        home = _nofollow(str(paths.home))
+        handles.append(home)
+        relative = paths.repo.relative_to(paths.home)
+        folder = home
+        for part in relative.parts:
+            folder = _nofollow(part, folder)
+            handles.append(folder)
+        git = _nofollow(".git", folder)
+        handles.append(git)
+        if _facts(git_autosave.NOT_CLONED, git) is not None:
+            return None
+        return {
+            "home": (_facts(".", home) or [])[:3],  # not its mtime: any new file changes it
+            "gitconfig": _facts(".gitconfig", home),
+            "git-credentials": _facts(".git-credentials", home),
+            "repo": [os.fstat(folder).st_ino, os.fstat(git).st_ino],
+        }
+    except (OSError, ValueError):  # missing, not a folder, a symlink, the clone outside the home
+        return None
+    finally:
+        for handle in handles:
+            os.close(handle)
+
+
+def repo_inputs(paths: Paths, config: dict[str, str]) -> str | None:
+    """The record of everything the repo step reads or repairs (see above); None: run it."""
+    account = owner_ids(paths.user)
+    probe = repo_probe(paths)
+    if account is None or probe is None:
+        return None
+    here = Path(__file__).resolve().parent
+    code = {name: hashlib.sha256((here / name).read_bytes()).hexdigest() for name in REPO_CODE}
+    return json.dumps(
+        {
+            "settings": {key: config.get(key) for key in REPO_SETTINGS},
+            "paths": [str(paths.home), str(paths.repo), str(paths.credentials)],
+            "user": [paths.user, *account],
+            "code": code,
+            "probe": probe,
+        },
+        sort_keys=True,
+    )
 
 
 # --- The repository (the service user) --------------------------------------------------------
@@ -200,11 +340,13 @@ def configure_git(paths: Paths, config: dict[str, str]) -> None:
     (paths.home / ".git-credentials").unlink(missing_ok=True)
 
 
-def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
+def ensure_repo(paths: Paths, config: dict[str, str]) -> bool:
     """Clone the team's repo at first boot (retried); initialise it when the team's is empty;
     never touch one that has history. When GitHub can't be reached at first boot, the folder
     starts as an empty repository marked not-cloned (autosave commits nothing on main then, or
-    it would start a history unrelated to the team's), and a later boot takes the history."""
+    it would start a history unrelated to the team's), and a later boot takes the history.
+    False when something is left for a later boot (the team's history, a push) or worth saying
+    at every boot (the settings name another repository)."""
     import git_autosave
 
     env = {"HOME": str(paths.home), "GIT_TERMINAL_PROMPT": "0"}
@@ -217,6 +359,7 @@ def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
     def in_repo(*args: str, timeout: float = 120) -> str:
         return git("-C", str(paths.repo), *args, timeout=timeout)
 
+    complete = True
     if not (paths.repo / ".git").exists():
         try:
             retry("git clone", lambda: git("clone", "-q", url, str(paths.repo), timeout=600))
@@ -228,21 +371,22 @@ def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
             git("init", "-q", "-b", "main", str(paths.repo))
             in_repo("remote", "add", "origin", url)
             marker.write_text("the first clone failed; boot.py repo fetches the history\n")
-            return
+            return False
     elif (origin := origin_url(paths.repo)) not in (None, url):
         # A repository changed in the settings: the work folder is the person's, never switched
         # under them (its files, its unpushed commits); it says how to take the new one.
         logger.warning("%s is a clone of %s, but the settings name %s: autosave still pushes to "
                        "%s. To work on the new repository, move %s aside and reboot; the next boot "
                        "clones it", paths.repo, origin, url, origin, paths.repo)  # fmt: skip
+        complete = False
     if marker.exists():
         take_the_teams_history(paths, in_repo, marker)
         if marker.exists():
-            return
+            return False
     if in_repo("for-each-ref", "--count=1").strip():
         # It has a branch or tag: a person's repository. Never touch it, even on an unborn
         # branch (`git checkout --orphan` makes HEAD unborn in a repository with history).
-        return
+        return complete
     for name, content in (("README.md", README), (".gitignore", git_autosave.DEFAULT_GITIGNORE)):
         if not (paths.repo / name).exists():
             (paths.repo / name).write_text(content)
@@ -254,6 +398,8 @@ def ensure_repo(paths: Paths, config: dict[str, str]) -> None:
         in_repo("push", "-q", "origin", "HEAD:refs/heads/main", timeout=300)
     except BootError as error:
         logger.warning("first push failed (%s); autosave pushes it later", error)
+        return False
+    return complete
 
 
 def origin_url(repo: Path) -> str | None:
@@ -296,19 +442,24 @@ def take_the_teams_history(paths: Paths, in_repo: Callable[..., str], marker: Pa
     marker.unlink()
 
 
-def repo_step(paths: Paths) -> None:
+def repo_step(paths: Paths) -> bool:
     """git settings, then the clone. A failure of either is logged and Jupyter still starts on
-    the folder (a teammate's broken ~/.gitconfig must not lock the team out of Jupyter)."""
+    the folder (a teammate's broken ~/.gitconfig must not lock the team out of Jupyter). True
+    when everything was set up with nothing to warn about (then root may skip the next, unchanged
+    run: repo_inputs); `boot.py repo` then prints REPO_COMPLETE."""
     if owner_ids(paths.user) not in (None, (os.geteuid(), os.getegid())):
         raise BootError(f"`boot.py repo` runs as {paths.user}, not as root")
     config = read_config(paths.config)
+    complete = True
     for what, step in (("the git settings", configure_git), ("the repository", ensure_repo)):
         try:
-            step(paths, config)
+            complete = step(paths, config) is not False and complete
         except BootError as error:
+            complete = False
             logger.error("could not set up %s (%s); Jupyter starts, autosave may not work", what,
                          error)  # fmt: skip
     paths.repo.mkdir(parents=True, exist_ok=True)  # Jupyter's root folder
+    return complete
 
 
 # --- Ready signal (root) ----------------------------------------------------------------------
@@ -370,19 +521,19 @@ def start_idle_clock(paths: Paths) -> None:
     write_file(paths.idle_state, json.dumps(state), 0o644)
 
 
-def ready_step(paths: Paths, timeout: float = 600, wake_timeout: float = 960) -> None:
-    # The unit starts with Jupyter, which starts with the wake: the EC2 client (botocore's
-    # import, EC2's large model) is made meanwhile, so the tag follows Jupyter's first answer at
-    # once. The config and Jupyter's env file are read once this boot's wake succeeded.
-    ec2 = aws_client("ec2", read_config(paths.config))
-    result = wake_result(paths, wake_timeout)
-    if result is not True:
-        raise BootError("this boot's wake " + ("failed" if result is False else "did not end")
-                        + "; Jupyter does not start (journalctl -u jupyter-on-demand-secrets)")  # fmt: skip
+# How long the end of the wake waits for Jupyter's first answer (what `boot.py ready` waited);
+# JOD_READY_TIMEOUT sets it (tests that run a wake with no Jupyter to answer).
+READY_TIMEOUT = float(os.environ.get("JOD_READY_TIMEOUT", "600"))
+
+
+def announce_ready(paths: Paths, timeout: float | None = None) -> None:
+    """The end of a successful wake, in its process: once Jupyter answers, restart the idle clock
+    and tag the instance READY_TAG=<time>. The EC2 client (EC2's large model) is made here,
+    after root's marker: Jupyter's config and listen run meanwhile."""
+    timeout = READY_TIMEOUT if timeout is None else timeout
     config = read_config(paths.config)
     jupyter_env = read_config(paths.jupyter_env)
-    if ec2.meta.region_name != config.get("AWS_REGION"):  # the settings moved it
-        ec2 = aws_client("ec2", config)
+    ec2 = aws_client("ec2", config)
     instance = instance_id(config)
     deadline = time.monotonic() + timeout
     started = time.monotonic()
@@ -395,3 +546,13 @@ def ready_step(paths: Paths, timeout: float = 600, wake_timeout: float = 960) ->
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     ec2.create_tags(Resources=[instance], Tags=[{"Key": config["READY_TAG"], "Value": now}])
     logger.info("JUPYTER-ON-DEMAND READY at %s", now)
+
+
+def ready_step(paths: Paths, timeout: float | None = None, wake_timeout: float = 960) -> None:
+    """`boot.py ready` by hand (no unit runs it: the wake ends with announce_ready): once this
+    boot's wake succeeded, the same as the wake's end."""
+    result = wake_result(paths, wake_timeout)
+    if result is not True:
+        raise BootError("this boot's wake " + ("failed" if result is False else "did not end")
+                        + "; Jupyter does not start (journalctl -u jupyter-on-demand-secrets)")  # fmt: skip
+    announce_ready(paths, timeout)

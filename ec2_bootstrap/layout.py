@@ -87,6 +87,11 @@ class Paths:
         return self.state / "idle-state.json"
 
     @property
+    def repo_inputs(self) -> Path:
+        """Root's record of what the last complete `repo` step ran with (boot_secrets.repo_inputs)."""
+        return self.state / "repo-inputs.json"
+
+    @property
     def install_stamp(self) -> Path:
         return self.state / "installed"
 

@@ -8,6 +8,7 @@ import logging
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -372,6 +373,123 @@ def test_a_later_boot_runs_two_git_commands_only(ssm, paths, remote, tmp_path, m
     (shim / "git").chmod(0o755)
     assert boot.main(["secrets"]) == 0
     monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    assert boot.main(["secrets"]) == 0  # unchanged: the repo step is not even run
+    assert not (tmp_path / "git-calls").exists()
+    paths.repo_inputs.unlink()  # when it runs (its record gone), two at most
     assert boot.main(["secrets"]) == 0
     calls = (tmp_path / "git-calls").read_text().splitlines()
     assert len(calls) <= 2, calls
+
+
+def test_a_new_hash_is_made_without_jupyter_server_and_jupyter_server_accepts_it(paths) -> None:
+    """argon2-cffi with jupyter_server's parameters and prefix; its passwd_check takes it. A fresh
+    Python shows the hashing imports no jupyter_server (its import cost the wake more CPU)."""
+    import argon2
+
+    import boot_secrets
+
+    made = boot_secrets.argon2_hash(PASSWORD)
+    assert made.startswith("argon2:$argon2id$")
+    assert passwd_check(made, PASSWORD) and not passwd_check(made, PASSWORD + "x")
+    parameters = argon2.extract_parameters(made.removeprefix("argon2:"))
+    assert (parameters.memory_cost, parameters.time_cost, parameters.parallelism) == (10240, 10, 8)
+    from jupyter_server.auth import passwd
+
+    assert argon2.extract_parameters(passwd(PASSWORD).removeprefix("argon2:")) == parameters
+    probe = (
+        "import sys, boot_secrets\n"
+        "assert boot_secrets.password_matches(boot_secrets.argon2_hash('p' * 9), 'p' * 9)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('jupyter_server')))\n"
+    )
+    app = str(Path(boot.__file__).parent)
+    found = subprocess.run([sys.executable, "-c", probe], cwd=app, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": app}, check=True)  # fmt: skip
+    assert found.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("kind", ["argon2 by jupyter_server", "sha1 of an old version", "garbage"])
+def test_an_existing_hash_is_checked_as_jupyter_server_checks_it(paths, kind) -> None:
+    from jupyter_server.auth import passwd
+
+    import boot_secrets
+
+    hashed = {
+        "argon2 by jupyter_server": passwd(PASSWORD),
+        "sha1 of an old version": passwd(PASSWORD, algorithm="sha1"),
+        "garbage": "argon2:$argon2id$v=19$not-a-hash",
+    }[kind]
+    for password in (PASSWORD, "another-password"):
+        expected = kind != "garbage" and passwd_check(hashed, password)
+        assert boot_secrets.password_matches(hashed, password) is expected
+
+
+def test_a_password_changed_in_ssm_is_hashed_anew_and_the_old_one_no_longer_matches(
+    ssm, paths
+) -> None:
+    assert boot.main(["secrets"]) == 0
+    first = boot.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"]
+    ssm.put_parameter(Name="/jod/team-pass", Value="a-new-team-password", Type="SecureString",
+                      Overwrite=True)  # fmt: skip
+    assert boot.main(["secrets"]) == 0
+    second = boot.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"]
+    assert second != first and second.startswith("argon2:")
+    assert passwd_check(second, "a-new-team-password") and not passwd_check(second, PASSWORD)
+
+
+def repo_step_ran(caplog) -> bool:
+    return "not run (" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["nothing", "the clone removed", "gitconfig edited", "repo url", "code", "not-cloned marker",
+     "the clone made a symlink"],
+)  # fmt: skip
+def test_the_repo_step_is_skipped_only_when_its_inputs_and_the_clone_are_unchanged(
+    ssm, paths, remote, caplog, change, tmp_path, monkeypatch
+) -> None:
+    import boot_secrets
+    import git_autosave
+
+    caplog.set_level(logging.INFO)
+    assert boot.main(["secrets"]) == 0
+    assert paths.repo_inputs.is_file() and mode(paths.repo_inputs) == 0o600
+    assert repo_step_ran(caplog)
+    if change == "the clone removed":
+        subprocess.run(["rm", "-rf", str(paths.repo)], check=True)
+    elif change == "gitconfig edited":
+        subprocess.run(["git", "config", "--file", str(paths.home / ".gitconfig"),
+                        "credential.helper", "store"], check=True)  # fmt: skip
+    elif change == "repo url":
+        paths.config.write_text(paths.config.read_text().replace(remote.url, remote.url + "/"))
+    elif change == "code":
+        monkeypatch.setattr(boot_secrets, "REPO_CODE", ("boot_secrets.py", "boot.py"))
+    elif change == "not-cloned marker":
+        (paths.repo / ".git" / git_autosave.NOT_CLONED).write_text("x\n")
+    elif change == "the clone made a symlink":
+        moved = tmp_path / "elsewhere"
+        paths.repo.rename(moved)
+        paths.repo.symlink_to(moved)
+    caplog.clear()
+    assert boot.main(["secrets"]) == 0
+    assert repo_step_ran(caplog) is (change != "nothing")
+    if change == "the clone removed":
+        assert (paths.repo / ".git").is_dir()
+    if change == "gitconfig edited":
+        listed = subprocess.run(["git", "config", "--file", str(paths.home / ".gitconfig"),
+                                 "credential.helper"], capture_output=True, text=True)  # fmt: skip
+        assert str(paths.credentials) in listed.stdout
+
+
+def test_a_repo_step_that_only_warned_runs_again_at_the_next_boot(ssm, paths, remote, caplog):
+    """The settings name another repository: the warning is said at every boot, not recorded."""
+    caplog.set_level(logging.INFO)
+    assert boot.main(["secrets"]) == 0
+    subprocess.run(["git", "-C", str(paths.repo), "remote", "set-url", "origin",
+                    "https://example.invalid/other.git"], check=True)  # fmt: skip
+    paths.repo_inputs.unlink()
+    for _ in range(2):
+        caplog.clear()
+        assert boot.main(["secrets"]) == 0
+        assert "but the settings name" in caplog.text and repo_step_ran(caplog)
+    assert not paths.repo_inputs.exists()

@@ -88,9 +88,11 @@ def test_sync_installs_the_code_and_units_and_removes_the_cron_idle_check(ssm, p
     assert boot.main(["sync"]) == 0
     for name in shipped():
         assert (paths.app / name).read_text() == (BOOTSTRAP / name).read_text()
-    assert set(boot.UNITS) == {p.name for p in BOOTSTRAP.glob("*.service")} | {
-        p.name for p in BOOTSTRAP.glob("*.timer")
-    }
+    assert set(boot.UNITS) | set(boot.LEGACY_UNITS) == {
+        p.name for p in BOOTSTRAP.glob("*.service")
+    } | {p.name for p in BOOTSTRAP.glob("*.timer")}
+    assert not set(boot.UNITS) & set(boot.LEGACY_UNITS)
+    assert not any((paths.systemd / unit).exists() for unit in boot.LEGACY_UNITS)
     for unit in boot.UNITS:
         assert (paths.systemd / unit).read_text() == (BOOTSTRAP / unit).read_text()
     assert not (paths.app / "idle-check.sh").exists()
@@ -169,3 +171,65 @@ def test_ssm_throttling_is_retried_with_backoff(ssm, paths, monkeypatch) -> None
     assert boot.main(["sync"]) == 0
     assert calls["throttled"] == 5
     assert (paths.app / "idle_check.py").read_text() == (BOOTSTRAP / "idle_check.py").read_text()
+
+
+def recording_systemctl(tmp_path: Path, monkeypatch, fail: str = "") -> Path:
+    """A systemctl that logs its arguments; `disable` removes the unit's .wants link, as
+    systemctl does; a command starting with `fail` exits 1."""
+    log = tmp_path / "systemctl.log"
+    script = tmp_path / "systemctl"
+    wants = tmp_path / "systemd" / "multi-user.target.wants"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {log}\n'
+        f'if [ -n "{fail}" ] && [ "$1" = "{fail}" ]; then echo refused >&2; exit 1; fi\n'
+        f'if [ "$1" = disable ]; then rm -f "{wants}/$2"; fi\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("JOD_SYSTEMCTL", str(script))
+    return log
+
+
+def plant_previous_ready_unit(paths: boot.Paths) -> Path:
+    """What the previous version installed and enabled: its ready unit, linked from the target."""
+    (paths.systemd / "multi-user.target.wants").mkdir(parents=True)
+    old = paths.systemd / "jupyter-on-demand-ready.service"
+    old.write_text("[Service]\nExecStart=/opt/jupyter-on-demand/venv/bin/python boot.py ready\n")
+    (paths.systemd / "multi-user.target.wants" / old.name).symlink_to(old)
+    return old
+
+
+def test_an_upgraded_instance_has_the_previous_ready_unit_disabled_and_removed(
+    ssm, paths, tmp_path, monkeypatch
+) -> None:
+    log = recording_systemctl(tmp_path, monkeypatch)
+    old = plant_previous_ready_unit(paths)
+    assert boot.main(["sync"]) == 0
+    assert not old.exists() and not old.is_symlink()
+    assert not os.path.lexists(paths.systemd / "multi-user.target.wants" / old.name)
+    calls = log.read_text().splitlines()
+    assert calls.index(f"disable {old.name}") < calls.index("daemon-reload")
+    assert not any(old.name in call for call in calls if call.startswith("enable"))
+    log.unlink()
+    assert boot.main(["sync"]) == 0  # nothing left to retire, nothing changed
+    assert not log.exists()
+
+
+def test_a_legacy_unit_that_cannot_be_disabled_is_kept_with_its_link_and_said(
+    ssm, paths, tmp_path, monkeypatch, caplog
+) -> None:
+    """A failed disable would leave a dangling .wants link if the file went: both stay."""
+    recording_systemctl(tmp_path, monkeypatch, fail="disable")
+    old = plant_previous_ready_unit(paths)
+    assert boot.main(["sync"]) == 0
+    assert old.exists() and (paths.systemd / "multi-user.target.wants" / old.name).exists()
+    assert f"could not disable {old.name}" in caplog.text
+
+
+def test_the_previous_versions_sync_finds_every_unit_it_installs_in_this_bundle(bundle) -> None:
+    """At the boot that takes this version, the previous version's sync installs the bundle with
+    ITS unit list, which had jupyter-on-demand-ready.service (a KeyError would fail that wake)."""
+    data = "".join(bundle[str(i)] for i in range(len(bundle) - 1))
+    files = json.loads(gzip.decompress(base64.b64decode(data)))
+    for unit in (*boot.UNITS, *boot.LEGACY_UNITS):
+        assert unit in files, unit

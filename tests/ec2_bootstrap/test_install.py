@@ -435,7 +435,7 @@ def test_a_completed_check_touches_the_heartbeat_the_failsafe_reads(layout_env, 
 def test_one_process_runs_the_wake_and_jupyter_waits_for_it() -> None:
     """The secrets unit runs the whole wake (sync, settings, secrets, repo) as one process, with
     no EnvironmentFile= (it would hold the config.env from before the settings were read);
-    Jupyter starts only after it succeeded; the ready step after Jupyter."""
+    Jupyter serves only after it succeeded; the same process then tags the instance ready."""
     secrets = unit("jupyter-on-demand-secrets.service")
     assert secrets.get("Service", "ExecStart").endswith("/boot.py wake")
     assert not {"ExecStartPre", "ExecStartPost", "EnvironmentFile"} & set(secrets["Service"])
@@ -448,8 +448,6 @@ def test_one_process_runs_the_wake_and_jupyter_waits_for_it() -> None:
     lines = (BOOTSTRAP / "jupyter-on-demand.service").read_text().splitlines()
     assert "Environment=JOD_WAIT_FOR_WAKE=1" in lines
     assert jupyter.get("Service", "RestartPreventExitStatus") == "3"
-    ready = unit("jupyter-on-demand-ready.service")
-    assert "jupyter-on-demand.service" in words(ready, "Unit", "After")
     for name in ("install", "ready", ""):
         assert (
             "EnvironmentFile"
@@ -473,3 +471,26 @@ def test_the_first_install_runs_before_config_env_exists_with_the_sites_settings
     assert "Could not get lock" in caplog.text
     assert os.environ["PIP_INDEX_URL"] == "https://pypi.internal/simple"
     assert not (etc / "config.env").exists()
+
+
+def test_the_wake_process_tags_the_instance_ready_and_no_unit_of_its_own_does() -> None:
+    """One Python for the boot steps: the ready step is the wake's end (boot.ready_after_wake),
+    not a second venv Python importing botocore again. The unit's timeout covers both parts; a
+    failed tag after the marker is a success of the unit (BindsTo= would stop Jupyter); Jupyter
+    is not ordered after the wake, whose process now waits for Jupyter's answer (a deadlock)."""
+    import boot_secrets
+
+    assert "jupyter-on-demand-ready.service" not in boot.UNITS + boot.ENABLED
+    assert "jupyter-on-demand-ready.service" in boot.LEGACY_UNITS
+    secrets = unit("jupyter-on-demand-secrets.service")
+    assert secrets.get("Service", "SuccessExitStatus").split() == [str(boot.READY_FAILED_EXIT)]
+    assert int(secrets.get("Service", "TimeoutStartSec")) >= 900 + boot_secrets.READY_TIMEOUT
+    jupyter = unit("jupyter-on-demand.service")
+    assert "jupyter-on-demand-secrets.service" not in words(jupyter, "Unit", "After")
+    assert "jupyter-on-demand-secrets.service" not in words(jupyter, "Unit", "Requires")
+    # What stays in the bundle for the previous version's sync does nothing if it ever runs.
+    retired = unit("jupyter-on-demand-ready.service")
+    assert retired.get("Service", "ExecStart") == "/bin/true"
+    assert not {"ExecStartPre", "ExecStartPost", "ExecStop"} & set(retired["Service"])
+    # Nothing starts it: the first install starts Jupyter and the flush unit (the wake with them).
+    assert (BOOTSTRAP / "boot.py").read_text().count('"jupyter-on-demand-ready.service"') == 1

@@ -3,6 +3,7 @@ root's marker says THIS boot's wake succeeded; it then takes the password the wa
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
@@ -14,11 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import mock_aws
 
 import boot
 import idle_check
 import layout
+from demo.git_remote import GitRemote
 from demo.jupyter import ROOT_FLAG, free_port, hashed, login, wait_until_up
 from tests.ec2_bootstrap.test_jupyter_config import UNIT, unit_command
 
@@ -176,3 +180,114 @@ def test_the_wake_writes_its_marker_at_its_end_and_removes_it_at_its_start(paths
     assert layout.roots_marker(paths.wake_failed_marker, boot_id)
     assert layout.wake_result(paths, 0) is False
     assert not paths.wake_marker.exists()
+
+
+@pytest.fixture
+def instance(paths, tmp_path, monkeypatch):
+    """An instance's wake as root: moto's SSM (both secrets) and EC2 (the instance to tag), a
+    git smart-HTTP remote, the settings in config.env, the service user being this user."""
+    token = "ghp_wake_wait_token_0123456789abcdef"
+    remote = GitRemote(tmp_path / "remote", token=token)
+    port = free_port()
+    for key, value in {
+        "JOD_APP_DIR": str(Path(boot.__file__).parent),
+        "JOD_STATE_DIR": str(tmp_path / "state"),
+        "JOD_HOME": str(tmp_path / "home"),
+        "JOD_USER": "root",
+        "JOD_SYSTEMD_DIR": str(tmp_path / "systemd"),
+        "JOD_SYSTEMCTL": "true",
+        "JOD_RETRY_SECONDS": "0.01",
+    }.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "home").mkdir()
+    try:
+        with mock_aws():
+            ssm = boto3.client("ssm", region_name="us-east-1")
+            ssm.put_parameter(Name="/jod/team-pass", Value="the-team-password", Type="SecureString")
+            ssm.put_parameter(Name="/jod/github-token", Value=token, Type="SecureString")
+            ec2 = boto3.client("ec2", region_name="us-east-1")
+            instance_id = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)[
+                "Instances"
+            ][0]["InstanceId"]
+            layout.write_file(
+                paths.config,
+                "AWS_REGION=us-east-1\nBOOTSTRAP_PARAMETER_PREFIX=/jod/bootstrap\n"
+                "TEAM_PASS_PARAMETER=/jod/team-pass\nGITHUB_TOKEN_PARAMETER=/jod/github-token\n"
+                f"GITHUB_REPO_URL={remote.url}\nGITHUB_USER_NAME=autosave\n"
+                f"JUPYTER_PORT={port}\nJUPYTER_TLS=0\nINSTANCE_ID={instance_id}\n"
+                "READY_TAG=jupyter-on-demand:ready-at\n",
+                0o644,
+            )
+            yield {"ssm": ssm, "ec2": ec2, "id": instance_id, "port": port,
+                   "paths": layout.Paths.from_env()}  # fmt: skip
+    finally:
+        remote.stop()
+
+
+def ready_tag(instance) -> str | None:
+    described = instance["ec2"].describe_instances(InstanceIds=[instance["id"]])
+    tags = described["Reservations"][0]["Instances"][0].get("Tags", [])
+    return {tag["Key"]: tag["Value"] for tag in tags}.get("jupyter-on-demand:ready-at")
+
+
+def test_one_wake_process_lets_jupyter_serve_then_tags_the_instance_once_it_answers(
+    paths, instance, caplog
+) -> None:
+    """The real Jupyter unit command starts before the wake (as BindsTo= without After= starts
+    it); the wake, in one process, writes the password (argon2 made without jupyter_server),
+    writes root's marker, logs WAKE DONE, waits for Jupyter's answer and tags the instance."""
+    caplog.set_level(logging.INFO)
+    with waiting_jupyter(paths) as process:
+        assert boot.main(["wake", "--synced"]) == 0
+        url = f"http://127.0.0.1:{instance['port']}"
+        assert process.poll() is None
+        # The hash the wake made: jupyter_server's own login takes the team password with it.
+        assert login(url, "the-team-password").get(f"{url}/api/status").status_code == 200
+        assert login(url, "not-the-password").get(f"{url}/api/status").status_code == 403
+    lines = [record.getMessage() for record in caplog.records]
+    assert "JUPYTER-ON-DEMAND WAKE DONE" in lines
+    ready = [i for i, line in enumerate(lines) if line.startswith("JUPYTER-ON-DEMAND READY at ")]
+    assert len(ready) == 1 and ready[0] > lines.index("JUPYTER-ON-DEMAND WAKE DONE")
+    assert ready_tag(instance) == lines[ready[0]].removeprefix("JUPYTER-ON-DEMAND READY at ")
+    assert layout.wake_result(paths, 0) is True
+
+
+def test_a_failed_wake_tags_nothing_and_says_no_wake_done(paths, instance, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    instance["ssm"].delete_parameter(Name="/jod/team-pass")
+    assert boot.main(["wake", "--synced"]) == 1
+    assert layout.wake_result(paths, 0) is False
+    assert ready_tag(instance) is None
+    assert "JUPYTER-ON-DEMAND WAKE DONE" not in caplog.text
+    assert "JUPYTER-ON-DEMAND READY" not in caplog.text
+
+
+def test_a_ready_tag_that_fails_after_the_wake_keeps_its_success_and_says_why(
+    paths, instance, caplog, monkeypatch
+) -> None:
+    """Fault: Jupyter never answers (not started; the wait shortened). The wake's marker stays a
+    success (Jupyter would serve), the exit is the one the unit counts a success, no tag."""
+    import boot_secrets
+
+    monkeypatch.setattr(boot_secrets, "READY_TIMEOUT", 1.0)
+    assert boot.main(["wake", "--synced"]) == boot.READY_FAILED_EXIT
+    assert layout.wake_result(paths, 0) is True
+    assert not paths.wake_failed_marker.exists()
+    assert ready_tag(instance) is None
+    assert "JUPYTER-ON-DEMAND READY FAILED" in caplog.text
+    assert "Jupyter did not answer within 1 s" in caplog.text
+
+
+def test_the_wake_in_new_code_retires_the_previous_versions_ready_unit(
+    paths, instance, monkeypatch, tmp_path
+) -> None:
+    """At the upgrade, the previous version's sync runs and execs `wake --synced` in this code."""
+    import boot_secrets
+
+    monkeypatch.setattr(boot_secrets, "READY_TIMEOUT", 0.5)
+    old = instance["paths"].systemd / "jupyter-on-demand-ready.service"
+    assert old.is_relative_to(tmp_path)
+    old.parent.mkdir(parents=True)
+    old.write_text("[Service]\nExecStart=/bin/true\n")
+    assert boot.main(["wake", "--synced"]) == boot.READY_FAILED_EXIT
+    assert not old.exists()

@@ -88,11 +88,10 @@ cat > /usr/local/sbin/jod-wake-phases <<'EOF_SH'
 chmod 0755 /usr/local/sbin/jod-wake-phases
 cat > /etc/systemd/system/jod-wake-phases.service <<'EOF_UNIT'
 [Unit]
-Description=test only: this wake's phases to the console
-After=jupyter-on-demand-ready.service
+Description=test only: this wake's phases to the console, once it is ready
 
 [Service]
-Type=oneshot
+Type=simple
 ExecStart=/usr/local/sbin/jod-wake-phases
 
 [Install]
@@ -103,17 +102,23 @@ systemctl enable jod-wake-phases.service
 """
 
 
-# Monotonic microseconds since the kernel started: systemd's own timestamps of the targets and
-# units, and the journal's of Jupyter's first "is running at" line; `systemd-analyze time` too.
+# Monotonic microseconds since the kernel started: systemd's own timestamps (kernel, the
+# network-online target) and the journal's of the wake's own lines: "WAKE DONE" (the code, the
+# settings and the secrets are in place: the secrets step done), Jupyter's "is running at" and
+# "READY at" (the ready tag set); `systemd-analyze time` too.
 WAKE_PHASES_SCRIPT = """#!/bin/sh
-mono() { systemctl show -P ActiveEnterTimestampMonotonic "$1"; }
-listening=$(journalctl -b -o short-monotonic --no-pager -u jupyter-on-demand.service \\
-  | grep -m 1 'is running at' | sed -n 's/^\\[ *\\([0-9]*\\)\\.\\([0-9]*\\)\\].*/\\1\\2/p')
+logged() {
+  journalctl -b -o short-monotonic --no-pager 2>/dev/null \\
+    | grep -m 1 -F "$1" | sed -n 's/^\\[ *\\([0-9]*\\)\\.\\([0-9]*\\)\\].*/\\1\\2/p'
+}
+# Once the wake is ready (bounded: 10 minutes; following the journal costs no CPU while waiting).
+timeout 600 journalctl -b -f -n all -o cat --no-pager 2>/dev/null \\
+  | grep -q -m 1 -F 'JUPYTER-ON-DEMAND READY at' || true
 echo "JOD-WAKE-PHASES kernel_us=$(systemctl show -P KernelTimestampMonotonic)" \\
-  "network_online_us=$(mono network-online.target)" \\
-  "secrets_done_us=$(mono jupyter-on-demand-secrets.service)" \\
-  "jupyter_listening_us=${listening:-0}" \\
-  "ready_us=$(mono jupyter-on-demand-ready.service)" >/dev/ttyS0
+  "network_online_us=$(systemctl show -P ActiveEnterTimestampMonotonic network-online.target)" \\
+  "secrets_done_us=$(logged 'JUPYTER-ON-DEMAND WAKE DONE')" \\
+  "jupyter_listening_us=$(logged 'is running at')" \\
+  "ready_us=$(logged 'JUPYTER-ON-DEMAND READY at')" >/dev/ttyS0
 echo "JOD-SYSTEMD-ANALYZE $(systemd-analyze time 2>&1 | head -n 1)" >/dev/ttyS0
 """
 WAKE_PHASES = re.compile(
