@@ -6,8 +6,8 @@
   http://127.0.0.1:<port>/v1/start?pass=<password> (&view=page for the page).
 - GitHub: a local bare repo served over git smart-HTTP with token auth (demo/git_remote.py).
 - The instance: a local stand-in that follows moto's state. When moto says "running", it runs the
-  real boot steps (boot.py secrets: SSM → password hash, git credential, clone), starts Jupyter
-  with ec2_bootstrap/jupyter_server_config.py, tags itself ready (boot.py ready) and runs the real
+  real wake (boot.py wake: SSM → password hash, git credential, clone; the code sync aside), starts
+  Jupyter with ec2_bootstrap/jupyter_server_config.py, lets the wake tag it ready, and runs the real
   idle checker every few seconds. The checker's stop command stops the instance in moto; the
   stand-in then shuts Jupyter down, as a powered-off machine would.
 Ctrl-C stops every process the demo started.
@@ -87,6 +87,7 @@ class LocalInstance:
             f"AWS_REGION={REGION}\nTEAM_PASS_PARAMETER=/demo/team-pass\nGITHUB_TOKEN_PARAMETER=/demo/github-token\n"
             f"GITHUB_REPO_URL={remote_url}\nGITHUB_USER_NAME=demo\nJUPYTER_PORT={jupyter_port}\nJUPYTER_TLS=0\n"
             f"IDLE_MINUTES={idle_minutes}\nREADY_TAG={READY_TAG}\nINSTANCE_ID={instance_id}\n"
+            "BOOTSTRAP_PARAMETER_PREFIX=/demo/bootstrap\n"
         )
         self.env = {
             **os.environ,
@@ -97,6 +98,7 @@ class LocalInstance:
             "JOD_HOME": str(state_dir / "home"),
             "JOD_REPO_DIR": str(state_dir / "home" / "work"),
             "JOD_USER": getpass.getuser(),
+            "JOD_RUN_DIR": str(state_dir / "run"),
         }
         (state_dir / "home").mkdir(exist_ok=True)
 
@@ -108,20 +110,22 @@ class LocalInstance:
         )
         return reservations["Reservations"][0]["Instances"][0]["State"]["Name"]
 
-    def boot_step(self, step: str) -> None:
-        subprocess.run(
-            [sys.executable, str(BOOTSTRAP / "boot.py"), step],
-            env=self.env,
-            check=True,
-            timeout=600,
-        )
-
     def power_on(self) -> None:
         logger.info(
-            "instance %s is running: booting (boot.py secrets, Jupyter, boot.py ready)",
+            "instance %s is running: booting (boot.py wake: secrets, then Jupyter, then ready)",
             self.instance_id,
         )
-        self.boot_step("secrets")
+        # The instance's wake, but for the code sync (this demo runs ec2_bootstrap/ in place): the
+        # secrets, root's marker, then it waits for Jupyter and tags the instance ready.
+        wake = subprocess.Popen(
+            [sys.executable, str(BOOTSTRAP / "boot.py"), "wake", "--synced"], env=self.env
+        )
+        marker = Path(self.env["JOD_RUN_DIR"]) / "wake-ok"
+        deadline = time.monotonic() + 600
+        while not marker.exists():
+            if wake.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("boot.py wake failed; see its log above")
+            time.sleep(0.2)
         jupyter_env = dict(self.env)
         for path in (self.config, self.state_dir / "etc" / "secrets" / "jupyter.env"):
             for line in path.read_text().splitlines():
@@ -138,7 +142,8 @@ class LocalInstance:
             [str(Path(sys.executable).parent / "jupyter"), "lab", f"--config={BOOTSTRAP / 'jupyter_server_config.py'}", *root_flag],
             env=jupyter_env, cwd=self.env["JOD_HOME"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        self.boot_step("ready")  # tags the instance ready and starts the idle clock
+        if wake.wait(600) != 0:  # tags the instance ready and starts the idle clock
+            raise RuntimeError("boot.py wake could not tag the instance ready; see its log above")
         logger.info("Jupyter is ready at http://127.0.0.1:%s/lab", self.jupyter_port)
 
     def power_off(self) -> None:
