@@ -8,15 +8,11 @@ also lands in a real git repo whose remote is the real smart-HTTP test server.
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import ROOT, report
-
-sys.path.insert(0, str(ROOT / "ec2_bootstrap"))
-
+from bench.common import report
 from demo.git_remote import GitRemote
 from demo.jupyter import running_jupyter
 from tests.ec2_bootstrap.autosave_support import instance_clone

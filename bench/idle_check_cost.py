@@ -20,9 +20,6 @@ import time
 from pathlib import Path
 
 from bench.common import ROOT, report
-
-sys.path.insert(0, str(ROOT / "ec2_bootstrap"))
-
 from demo.jupyter import running_jupyter
 from tests.support.kernels import execute, start_terminal, terminal_input
 

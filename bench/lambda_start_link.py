@@ -36,7 +36,6 @@ def main() -> dict[str, float]:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    sys.path.insert(0, str(ROOT / "lambda_src"))
     with moto_server():
         import boto3
 

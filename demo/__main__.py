@@ -30,7 +30,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = ROOT / "ec2_bootstrap"
-sys.path.insert(0, str(BOOTSTRAP))
 
 logger = logging.getLogger("demo")
 PASSWORD = "demo-team-password"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,8 +23,6 @@ logger = logging.getLogger("gateway")
 
 
 def load_handler():
-    if str(ROOT / "lambda_src") not in sys.path:
-        sys.path.insert(0, str(ROOT / "lambda_src"))
     return importlib.import_module("handler")
 
 

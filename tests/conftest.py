@@ -1,14 +1,8 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-for folder in ("lambda_src", "ec2_bootstrap"):
-    path = str(ROOT / folder)
-    if path not in sys.path:
-        sys.path.insert(0, path)
+# lambda_src/ and ec2_bootstrap/ are on sys.path through pytest's `pythonpath` (pyproject.toml).
 
 # Tests never reach AWS: fake credentials and a fixed region for boto3 and moto.
 os.environ.update(
