@@ -14,8 +14,8 @@ from pathlib import Path
 
 from bench.common import report
 from demo.git_remote import GitRemote
-from demo.jupyter import running_jupyter
 from tests.ec2_bootstrap.autosave_support import instance_clone
+from tests.support.jupyter import running_jupyter
 
 SAVES = 60
 ROUNDS = 4

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.common import ROOT, report
-from demo.jupyter import running_jupyter
+from tests.support.jupyter import running_jupyter
 from tests.support.kernels import execute, start_terminal, terminal_input
 
 RUNS = 15

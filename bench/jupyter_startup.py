@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from bench.common import report
-from demo.jupyter import CONFIG, ROOT_FLAG, free_port, hashed
 from tests.ec2_bootstrap.test_jupyter_config import unit_command
+from tests.support.jupyter import CONFIG, ROOT_FLAG, free_port, hashed
 
 RUNS = 5
 TIMEOUT = 60.0

@@ -15,8 +15,8 @@ import boto3
 import pytest
 import requests
 
-from demo.jupyter import free_port, login, save_notebook
 from tests.ec2_bootstrap.autosave_support import wait_for
+from tests.support.jupyter import free_port, login, save_notebook
 
 STARTING = "Jupyter Lab will start in 1-3 min. Wait and reload this request to get the access URL."
 

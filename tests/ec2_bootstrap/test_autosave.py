@@ -11,7 +11,6 @@ import pytest
 
 import git_autosave
 from demo.git_remote import GitRemote
-from demo.jupyter import running_jupyter
 from tests.ec2_bootstrap.autosave_support import (
     AUTOSAVE,
     disk_files,
@@ -21,6 +20,7 @@ from tests.ec2_bootstrap.autosave_support import (
     run_flush,
     wait_for,
 )
+from tests.support.jupyter import running_jupyter
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ import autosave_git
 import autosave_run
 import git_autosave
 from demo.git_remote import GitRemote
-from demo.jupyter import running_jupyter
 from tests.ec2_bootstrap.autosave_support import (
     disk_files,
     git,
@@ -41,6 +40,7 @@ from tests.ec2_bootstrap.autosave_support import (
     slow_git_while_index_locked,
     wait_for,
 )
+from tests.support.jupyter import running_jupyter
 
 SIDE = f"autosave/{autosave_git.host_name()}"
 NOT_ALL = "does NOT have everything"  # what flush logs when it exits 3

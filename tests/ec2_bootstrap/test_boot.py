@@ -239,7 +239,7 @@ def test_ready_tags_the_instance_once_jupyter_answers_and_starts_the_idle_clock(
 ) -> None:
     import handler
     import idle_check
-    from demo.jupyter import running_jupyter
+    from tests.support.jupyter import running_jupyter
 
     with mock_aws(), running_jupyter(tmp_path / "root", tmp_path / "work") as jupyter:
         ec2 = boto3.client("ec2", region_name="us-east-1")

@@ -14,7 +14,7 @@ import pytest
 
 import idle_check
 import jupyter_extensions
-from demo.jupyter import PASSWORD, Jupyter, running_jupyter
+from tests.support.jupyter import PASSWORD, Jupyter, running_jupyter
 from tests.support.kernels import execute, start_kernel, start_terminal, terminal_input
 
 CHECKER = Path(idle_check.__file__)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from demo.jupyter import (
+from tests.support.jupyter import (
     CONFIG,
     PASSWORD,
     ROOT_FLAG,

@@ -33,9 +33,9 @@ import requests
 import boot
 import idle_check
 from demo.git_remote import GitRemote
-from demo.jupyter import running_jupyter
 from layout import Paths, read_config
 from tests.infrastructure.terraform import render_bundle
+from tests.support.jupyter import running_jupyter
 from tests.support.system_python import system_python_version, system_venv, wheelhouse
 
 USER = "jod-notebook"

@@ -23,8 +23,8 @@ import boot
 import idle_check
 import layout
 from demo.git_remote import GitRemote
-from demo.jupyter import ROOT_FLAG, free_port, hashed, login, wait_until_up
 from tests.ec2_bootstrap.test_jupyter_config import UNIT, unit_command
+from tests.support.jupyter import ROOT_FLAG, free_port, hashed, login, wait_until_up
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root's marker: runs as root, as CI")
 

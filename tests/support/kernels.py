@@ -10,7 +10,7 @@ from typing import Any
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from demo.jupyter import Jupyter
+from tests.support.jupyter import Jupyter
 
 
 def ws_url(jupyter: Jupyter, path: str) -> HTTPRequest:

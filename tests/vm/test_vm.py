@@ -37,7 +37,6 @@ import requests
 
 from bench.common import report
 from demo.git_remote import GitRemote
-from demo.jupyter import authorized, free_port, login, save_notebook
 from tests.ec2_bootstrap.autosave_support import wait_for
 from tests.infrastructure.stack import (
     GITHUB_TOKEN,
@@ -45,6 +44,7 @@ from tests.infrastructure.stack import (
     design_note_variables,
     moto_server,
 )
+from tests.support.jupyter import authorized, free_port, login, save_notebook
 from tests.support.system_python import wheelhouse
 from tests.vm.vm import VM, Forward, build_image, make_seed, require_host
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "ec2_bootstrap" / "jupyter_server_config.py"
 PASSWORD = "team-password-for-tests"
 # The instance runs Jupyter as the unprivileged `jupyter` user; these machines run tests as root.
