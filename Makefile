@@ -1,11 +1,12 @@
 # `make test` sets everything up (Debian packages, venv, Python packages) and runs every test.
 # `make demo` runs the whole product locally against moto. `make bench` runs the benchmarks.
+# `make fmt` formats Python and Terraform; `make lint` checks what `make test` needs clean.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast test-vm lint demo bench setup clean
+.PHONY: test test-fast test-vm lint fmt units demo bench setup clean
 
 setup: $(STAMP)
 
@@ -16,9 +17,28 @@ $(STAMP): pyproject.toml scripts/install-system-packages.sh
 	$(PY) -m pip install -q '.[dev]'
 	touch $(STAMP)
 
+# Every shell script of the repo (hidden folders such as .venv and .cache are not the repo's).
+SHELL_SCRIPTS = $(shell find . -name '*.sh' -not -path './.*' -not -path './build/*' | sort)
+NEED_TERRAFORM = command -v terraform >/dev/null || { echo "terraform (>= 1.11) is missing: https://developer.hashicorp.com/terraform/install" >&2; exit 1; }
+
+# The same tools, at the same versions, as .pre-commit-config.yaml (tests/test_dev_tools.py).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	@$(NEED_TERRAFORM)
+	terraform fmt -check -recursive infrastructure
+	shellcheck $(SHELL_SCRIPTS)
+
+# The unit files beside their templates, rendered for the default layout (scripts/render-units).
+units: $(STAMP)
+	$(PY) scripts/render-units
+
+fmt: $(STAMP) units
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+	@$(NEED_TERRAFORM)
+	terraform fmt -recursive infrastructure
 
 test: $(STAMP) lint
 	$(PY) -m pytest
@@ -36,4 +56,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache .hypothesis

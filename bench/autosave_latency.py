@@ -16,40 +16,19 @@ from bench.common import report
 from demo.git_remote import GitRemote
 from tests.ec2_bootstrap.autosave_support import instance_clone
 from tests.support.jupyter import running_jupyter
+from tests.support.notebooks import notebook_model
 
 SAVES = 60
 ROUNDS = 4
 
 
-def notebook_1mb() -> dict:
-    line = "x = " + "1" * 1000 + "\n"
-    source = line * 1024  # ~1 MB of code in one cell
-    return {
-        "type": "notebook",
-        "content": {
-            "cells": [
-                {
-                    "cell_type": "code",
-                    "source": source,
-                    "metadata": {},
-                    "outputs": [],
-                    "execution_count": None,
-                }
-            ],
-            "metadata": {},
-            "nbformat": 4,
-            "nbformat_minor": 5,
-        },
-    }
+BODY = ("x = " + "1" * 1000 + "\n") * 1024  # ~1 MB of code in one cell
 
 
 def save_times(jupyter, count: int, tag: str) -> list[float]:
-    model = notebook_1mb()
     times = []
     for i in range(count):
-        model["content"]["cells"][0]["source"] = (
-            f"# {tag} {i}\n" + model["content"]["cells"][0]["source"].split("\n", 1)[1]
-        )
+        model = notebook_model(f"# {tag} {i}\n" + BODY)  # each save changes the file
         start = time.perf_counter()
         response = jupyter.api("PUT", "/api/contents/big.ipynb", json=model)
         times.append(time.perf_counter() - start)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from bench.common import report
 from tests.ec2_bootstrap.test_jupyter_config import unit_command
-from tests.support.jupyter import CONFIG, ROOT_FLAG, free_port, hashed
+from tests.support.jupyter import CONFIG, ROOT_FLAG, free_port, hashed, stop_process_group
 
 RUNS = 5
 TIMEOUT = 60.0
@@ -56,13 +55,7 @@ def time_to_listen(command: list[str], work: Path, env: dict[str, str], port: in
             except OSError:
                 time.sleep(POLL)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        stop_process_group(process)
 
 
 def one_start(kind: str, folder: Path, password_hash: str) -> float:

@@ -10,21 +10,13 @@ Median of RUNS for validate and plan; one apply per run (a second would be a no-
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from bench.common import report
+from bench.common import median_seconds, report
 from tests.infrastructure import stack as harness
 
 RUNS = 3
-
-
-def timed(action) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
 
 
 def main() -> dict[str, float]:
@@ -34,17 +26,17 @@ def main() -> dict[str, float]:
         harness.write_variables(module, harness.design_note_variables(endpoint))
         harness.ensure_key_pair(endpoint, harness.KEY_NAME)
         harness.init(module)
-        validate = statistics.median(
-            timed(lambda: harness.run_terraform(module, "validate", "-no-color"))
-            for _ in range(RUNS)
+        validate = median_seconds(
+            lambda: harness.run_terraform(module, "validate", "-no-color"), RUNS
         )
-        apply = timed(
+        apply = median_seconds(  # one run: a second apply would be a no-op
             lambda: harness.run_terraform(
                 module, "apply", "-auto-approve", "-input=false", "-no-color"
-            )
+            ),
+            1,
         )
         stack = harness.Stack(module, endpoint, {})
-        plan = statistics.median(timed(stack.plan) for _ in range(RUNS))
+        plan = median_seconds(stack.plan, RUNS)
         stack.destroy()
     figures = {
         "validate_seconds": validate,

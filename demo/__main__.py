@@ -6,9 +6,10 @@
   http://127.0.0.1:<port>/v1/start?pass=<password> (&view=page for the page).
 - GitHub: a local bare repo served over git smart-HTTP with token auth (demo/git_remote.py).
 - The instance: a local stand-in that follows moto's state. When moto says "running", it runs the
-  real wake (boot.py wake: SSM → password hash, git credential, clone; the code sync aside), starts
-  Jupyter with ec2_bootstrap/jupyter_server_config.py, lets the wake tag it ready, and runs the real
-  idle checker every few seconds. The checker's stop command stops the instance in moto; the
+  real wake (boot.py wake: SSM → password hash, git credential, clone; the code sync aside: the
+  demo copies ec2_bootstrap/ into its state folder), starts
+  Jupyter as the rendered jupyter-on-demand.service says (demo/units.py), lets the wake tag it
+  ready, and runs the real idle checker every few seconds (its flush: the flush unit's command). The checker's stop command stops the instance in moto; the
   stand-in then shuts Jupyter down, as a powered-off machine would.
 Ctrl-C stops every process the demo started.
 """
@@ -20,6 +21,8 @@ import getpass
 import logging
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +30,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from demo import units
+from layout import FLUSH_UNIT, JUPYTER_UNIT, Paths, config_values, env_file, read_config
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = ROOT / "ec2_bootstrap"
@@ -80,26 +86,48 @@ class LocalInstance:
         self.idle_minutes = idle_minutes
         self.jupyter: subprocess.Popen | None = None
         self.stop_event = threading.Event()
-        self.config = state_dir / "etc" / "config.env"
-        self.config.parent.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(
-            f"AWS_REGION={REGION}\nTEAM_PASS_PARAMETER=/demo/team-pass\nGITHUB_TOKEN_PARAMETER=/demo/github-token\n"
-            f"GITHUB_REPO_URL={remote_url}\nGITHUB_USER_NAME=demo\nJUPYTER_PORT={jupyter_port}\nJUPYTER_TLS=0\n"
-            f"IDLE_MINUTES={idle_minutes}\nREADY_TAG={READY_TAG}\nINSTANCE_ID={instance_id}\n"
-            "BOOTSTRAP_PARAMETER_PREFIX=/demo/bootstrap\n"
+        # The instance's layout (layout.Paths) in the state folder; ec2_bootstrap/ is copied where
+        # the code sync would install it (the demo has no SSM bundle).
+        self.paths = Paths.from_env(
+            {
+                "JOD_APP_DIR": str(state_dir / "app"),
+                "JOD_ETC_DIR": str(state_dir / "etc"),
+                "JOD_STATE_DIR": str(state_dir / "state"),
+                "JOD_HOME": str(state_dir / "home"),
+                "JOD_USER": getpass.getuser(),
+                "JOD_RUN_DIR": str(state_dir / "run"),
+                "JOD_SYSTEMD_DIR": str(state_dir / "systemd"),
+            }
         )
-        self.env = {
-            **os.environ,
-            "JOD_CONFIG": str(self.config),
-            "JOD_APP_DIR": str(BOOTSTRAP),
-            "JOD_ETC_DIR": str(state_dir / "etc"),
-            "JOD_STATE_DIR": str(state_dir / "state"),
-            "JOD_HOME": str(state_dir / "home"),
-            "JOD_REPO_DIR": str(state_dir / "home" / "work"),
-            "JOD_USER": getpass.getuser(),
-            "JOD_RUN_DIR": str(state_dir / "run"),
+        # config.env as the instance's sync writes it: where the settings are, the settings
+        # Terraform would write (locals.tf instance_config), and the site's own (local.env).
+        where = {"AWS_REGION": REGION, "BOOTSTRAP_PARAMETER_PREFIX": "/demo/bootstrap"}
+        settings = {
+            "AWS_REGION": REGION,
+            "TEAM_PASS_PARAMETER": "/demo/team-pass",
+            "GITHUB_TOKEN_PARAMETER": "/demo/github-token",
+            "GITHUB_REPO_URL": remote_url,
+            "GITHUB_USER_NAME": "demo",
+            "JUPYTER_PORT": str(jupyter_port),
+            "JUPYTER_TLS": "0",
+            "IDLE_MINUTES": f"{idle_minutes:g}",
+            "READY_TAG": READY_TAG,
         }
-        (state_dir / "home").mkdir(exist_ok=True)
+        config = config_values(where, settings, {"INSTANCE_ID": instance_id})
+        self.paths.config.parent.mkdir(parents=True, exist_ok=True)
+        self.paths.config.write_text(env_file(config))
+        # The units as the instance's sync renders them: the demo runs Jupyter and the flush as
+        # they say (the commands, the environment with the layout).
+        self.units = {name: units.rendered(name, self.paths) for name in (JUPYTER_UNIT, FLUSH_UNIT)}
+        # No systemd here: the demo runs the units' commands itself (units.command).
+        self.env = {**os.environ, **self.paths.environment(), "JOD_SYSTEMCTL": "true"}
+        self.paths.home.mkdir(exist_ok=True)
+        shutil.copytree(
+            BOOTSTRAP,
+            self.paths.app,
+            ignore=shutil.ignore_patterns("__pycache__"),
+            dirs_exist_ok=True,
+        )
 
     def state(self) -> str:
         import boto3
@@ -117,32 +145,32 @@ class LocalInstance:
         # The instance's wake, but for the code sync (this demo runs ec2_bootstrap/ in place): the
         # secrets, root's marker, then it waits for Jupyter and tags the instance ready.
         wake = subprocess.Popen(
-            [sys.executable, str(BOOTSTRAP / "boot.py"), "wake", "--synced"], env=self.env
+            [sys.executable, str(self.paths.app / "boot.py"), "wake", "--synced"], env=self.env
         )
-        marker = Path(self.env["JOD_RUN_DIR"]) / "wake-ok"
+        # Jupyter as jupyter-on-demand.service runs it, once the wake has written this boot's
+        # config.env and jupyter.env. The unit starts it with the wake and lets it wait for root's
+        # marker itself (JOD_WAIT_FOR_WAKE); the demo may not run as root, so it waits here and
+        # hands Jupyter the two files the same way (config.env, then jupyter.env).
+        marker = self.paths.wake_marker
         deadline = time.monotonic() + 600
         while not marker.exists():
             if wake.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("boot.py wake failed; see its log above")
             time.sleep(0.2)
-        jupyter_env = dict(self.env)
-        for path in (self.config, self.state_dir / "etc" / "secrets" / "jupyter.env"):
-            for line in path.read_text().splitlines():
-                key, _, value = line.partition("=")
-                jupyter_env[key] = value
-        jupyter_env |= {
-            "HOME": self.env["JOD_HOME"],
-            "JUPYTER_IP": "127.0.0.1",
-            "JUPYTER_AUTOSAVE_DEBOUNCE": "1",
-        }
+        unit = self.units[JUPYTER_UNIT]
+        command = [sys.executable, *units.command(unit)[1:]]  # this venv, not the instance's
         root_flag = ["--allow-root"] if os.geteuid() == 0 else []
+        jupyter_env = {**self.env, **units.environment(unit), "JOD_WAIT_FOR_WAKE": "0"}
+        for path in (self.paths.config, self.paths.jupyter_env):
+            jupyter_env |= read_config(path)
+        jupyter_env |= {"JUPYTER_IP": "127.0.0.1", "JUPYTER_AUTOSAVE_DEBOUNCE": "1"}
         log = (self.state_dir / "jupyter.log").open("a")
         self.jupyter = subprocess.Popen(
-            [str(Path(sys.executable).parent / "jupyter"), "lab", f"--config={BOOTSTRAP / 'jupyter_server_config.py'}", *root_flag],
-            env=jupyter_env, cwd=self.env["JOD_HOME"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [*command, *root_flag], env=jupyter_env, cwd=self.paths.home, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         if wake.wait(600) != 0:  # tags the instance ready and starts the idle clock
-            raise RuntimeError("boot.py wake could not tag the instance ready; see its log above")
+            raise RuntimeError("boot.py wake failed; see its log above")
         logger.info("Jupyter is ready at http://127.0.0.1:%s/lab", self.jupyter_port)
 
     def power_off(self) -> None:
@@ -159,14 +187,15 @@ class LocalInstance:
         """The real checker with the instance's own settings (--instance), but for what a laptop
         can't do: judge only Jupyter's process tree, stop in moto, flush as this user."""
         stop = f"{sys.executable} -m demo.stop_instance {self.instance_id}"
-        flush = f"{sys.executable} {BOOTSTRAP / 'git_autosave.py'} flush --repo {self.env['JOD_REPO_DIR']} --timeout 30"
+        flush_unit = units.command(self.units[FLUSH_UNIT], "ExecStop")
+        flush = shlex.join([sys.executable, *flush_unit[1:]])
         result = subprocess.run(
             [
-                sys.executable, str(BOOTSTRAP / "idle_check.py"), "--instance",
+                sys.executable, str(self.paths.app / "idle_check.py"), "--instance",
                 "--process-root", str(self.jupyter.pid),
                 "--stop-command", stop, "--flush-command", flush,
             ],
-            env={**self.env, "HOME": self.env["JOD_HOME"], "PYTHONPATH": str(ROOT)},
+            env={**self.env, "HOME": str(self.paths.home), "PYTHONPATH": str(ROOT)},
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         if result.stdout.strip():

@@ -22,6 +22,14 @@ One `Repo.sync()` under the lock file `.git/jod-autosave.lock`:
    raises PushRefused, whose message says what to do; the status file keeps it in `last_error`.
 Every git runs under a deadline and is stopped with SIGTERM first (autosave_run.py), so it
 removes its own lock files.
+
+Why this module is ~580 lines: `Repo` is one state machine over one working tree, and every step
+of a batch (blocked check, staging, commit, merge, push) runs under the same lock and moves the
+home branch by the same compare-and-swap. The parts that stand alone already live elsewhere:
+running git (autosave_run.py), what is staged (autosave_scope.py), the side branch
+(autosave_side.py). The next seam is push and merge (`remote_head` to `_push_side_branch`, ~130
+lines); moving them out would still leave `Repo` over 300 lines, so they stay until the staging
+moves too.
 """
 
 from __future__ import annotations
@@ -42,9 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from autosave_run import GitError, PushRefused, push_failed, redact, run_git
-from autosave_scope import (  # noqa: F401  (DEFAULT_*: re-exported for git_autosave and boot)
-    DEFAULT_EXCLUDES,
-    DEFAULT_GITIGNORE,
+from autosave_scope import (
     LeftOut,
     empty_tree,
     ensure_excludes,
@@ -115,9 +121,24 @@ class Outcome:
     excluded: list[str] = field(default_factory=list)  # hidden by autosave's own excludes
 
     @classmethod
-    def of(cls, home: str, pushed_to: str, left: LeftOut, **why: str | None) -> Outcome:
-        left_out = {"skipped": left.big, "nested": left.nested, "virtualenvs": left.virtualenvs}
-        return cls(home, pushed_to, **why, **left_out, excluded=left.excluded)
+    def of(
+        cls,
+        home: str,
+        pushed_to: str,
+        left: LeftOut,
+        waiting: str | None = None,
+        conflict: str | None = None,
+    ) -> Outcome:
+        return cls(
+            home,
+            pushed_to,
+            waiting=waiting,
+            conflict=conflict,
+            skipped=left.big,
+            nested=left.nested,
+            virtualenvs=left.virtualenvs,
+            excluded=left.excluded,
+        )
 
 
 class Repo:
@@ -197,9 +218,10 @@ class Repo:
 
     def read_status(self) -> dict[str, Any]:
         try:
-            return json.loads((self.git_dir / STATUS_FILE).read_text())
+            status = json.loads((self.git_dir / STATUS_FILE).read_text())
         except (OSError, ValueError):
             return {}
+        return status if isinstance(status, dict) else {}
 
     def write_status(self, **changes: Any) -> None:
         status = {**self.read_status(), **changes, "updated_at": utcnow()}

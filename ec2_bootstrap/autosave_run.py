@@ -162,7 +162,7 @@ def locks_held(group: int, git_dir: Path) -> list[tuple[str, int]]:
 
 
 def group_members(group: int) -> list[int]:
-    members = []
+    members: list[int] = []
     try:
         pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
     except OSError:

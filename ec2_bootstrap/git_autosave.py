@@ -63,16 +63,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autosave_git import (  # noqa: F401  (re-exported: boot.py and the tests use them from here)
-    DEFAULT_EXCLUDES,
-    DEFAULT_GITIGNORE,
-    NOT_CLONED,
-    GitError,
-    Outcome,
-    PushRefused,
-    Repo,
-    host_name,
-    redact,
+# Re-exported (`X as X`): boot.py, boot_secrets.py and the tests use them from here.
+from autosave_git import (
+    NOT_CLONED as NOT_CLONED,
+    Outcome as Outcome,
+    Repo as Repo,
+    host_name as host_name,
+)
+from autosave_run import GitError as GitError, PushRefused as PushRefused, redact as redact
+from autosave_scope import (
+    DEFAULT_EXCLUDES as DEFAULT_EXCLUDES,
+    DEFAULT_GITIGNORE as DEFAULT_GITIGNORE,
 )
 
 logger = logging.getLogger("jupyter_on_demand.autosave")

@@ -9,6 +9,9 @@
 # boot, before the settings arrive). bash, coreutils and procps only.
 set -euo pipefail
 [ "${SERVICE_RESULT:-success}" = success ] && exit 0
+# The paths are layout.py's: jupyter-on-demand-idle.service, rendered from it, sets the JOD_*;
+# the defaults are layout.Paths' (tests/ec2_bootstrap/test_install.py), so that a unit without
+# them (an older version's, for a moment at an upgrade) still ends in a stop.
 config=${JOD_CONFIG:-/etc/jupyter-on-demand/config.env}
 heartbeat=${JOD_RUN_DIR:-/run/jupyter-on-demand}/idle-ok
 local_env=${JOD_LOCAL_ENV:-/etc/jupyter-on-demand/local.env}

@@ -19,7 +19,7 @@ Environment variables (all optional but JUPYTER_HASHED_PASSWORD):
                              TLS certificate and key; TLS is off when they are unset.
     JUPYTER_AUTOSAVE         "0" turns the git autosave hook off (on by default when JUPYTER_ROOT_DIR
                              is a git repository).
-    JUPYTER_ACTIVITY_FILE    where the activity extension records real interaction
+    JUPYTER_ACTIVITY_FILE    where jupyter_activity.py records real interaction
                              (<JUPYTER_RUNTIME_DIR or ~/.local/share/jupyter/runtime>/activity.json).
 """
 
@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import jupyter_extensions  # noqa: E402  (needs HERE on sys.path)
+import jupyter_auth  # noqa: E402  (needs HERE on sys.path)
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821  (injected by Jupyter's config loader)
 
@@ -55,7 +55,7 @@ c.ServerApp.root_dir = os.environ.get("JUPYTER_ROOT_DIR", os.getcwd())
 c.ServerApp.allow_remote_access = True
 
 # Login by password only; the token works in an Authorization header for internal callers.
-c.ServerApp.identity_provider_class = jupyter_extensions.HeaderTokenIdentityProvider
+c.ServerApp.identity_provider_class = jupyter_auth.HeaderTokenIdentityProvider
 c.PasswordIdentityProvider.hashed_password = hashed_password
 c.PasswordIdentityProvider.password_required = True
 c.PasswordIdentityProvider.allow_password_change = False
@@ -70,7 +70,8 @@ if certfile and keyfile:
 # A lean start: the server extensions the team uses, and nothing else. JupyterLab's packages turn
 # theirs on in <venv>/etc/jupyter/jupyter_server_config.d/*.json; False here wins over those files.
 c.ServerApp.jpserver_extensions = {
-    # Ours: real interaction (not a tab's polling) is recorded for the idle checker.
+    # Ours (jupyter_extensions.py): real interaction, not a tab's polling, is recorded for the
+    # idle checker (jupyter_activity.py).
     "jupyter_extensions": True,
     "jupyterlab": True,
     # Terminals: the team works in them, and the idle checker reads them.

@@ -1,31 +1,27 @@
-"""Where things live on the instance (Paths, every path overridable by a JOD_* variable), and
-the safe file helpers of the root steps. Shipped in user_data: standard library, Python 3.10+.
+"""The instance's contract, written once: where things live (Paths; each path can be moved by a
+JOD_* variable, which tests and the demo do), the service user, the settings and their shapes,
+the env files' format, the code bundle's manifest, Jupyter's URL, and the systemd units, which
+are rendered here from their templates in the code bundle. Everything that runs on the instance
+(the boot steps, the idle checker, Jupyter's extensions), the demo and the tests take these from
+here; tests/infrastructure/test_contracts.py holds Terraform to them. It stays one module (over
+300 lines) on purpose: the contract is written in one place, and its parts are short.
 
-Ownership is the security boundary (README "Security"): root writes only in folders only root
-can write, never through a path the `jupyter` user can change, and reads the one file of that
-user it needs (the activity file) with `read_regular`.
+Shipped in user_data: standard library only. It runs on the system Python, Python 3.10+ for the
+steps, and older ones for rendering the units (`boot.py units`): the idle stop needs its units on
+any AMI.
 """
 
 from __future__ import annotations
 
-import logging
+import base64
+import gzip
+import hashlib
+import json
 import os
-import pwd
 import re
-import stat
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TypeVar
-
-logger = logging.getLogger("jupyter_on_demand.boot")
-
-T = TypeVar("T")
-MAX_READ_BYTES = 1 << 20
+from typing import ClassVar
 
 
 class BootError(Exception):
@@ -33,24 +29,113 @@ class BootError(Exception):
 
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]*")
+SAFE_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# The system Python: user_data's installer and the idle checker run on it, before any venv.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+# --- Where things live --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Paths:
-    config: Path
-    bootstrap_env: Path
-    local_env: Path
-    app: Path
-    secrets: Path
-    tls: Path
-    state: Path
-    user_state: Path
+    user: str  # the service user: Jupyter, the kernels, the clone and the autosave run as it
     home: Path
-    repo: Path
+    repo: Path  # the clone of the team's repository, which Jupyter serves
+    etc: Path  # root's: the settings and the secrets
+    config: Path  # config.env, written by `boot.py sync` at every boot (config_values)
+    bootstrap_env: Path  # user_data's: where the settings are (BOOTSTRAP_KEYS)
+    local_env: Path  # the site's own settings, optional, root's
+    app: Path  # the code bundle, the venv and the unit templates
+    state: Path  # root's state
+    run: Path  # root's markers of this boot
     systemd: Path
-    run: Path
     system_etc: Path
-    user: str
+
+    # The JOD_* variable that moves each path, and its default; `home`, `config` and the two env
+    # files default relative to others (from_env).
+    VARIABLES: ClassVar[dict[str, tuple[str, str | None]]] = {
+        "user": ("JOD_USER", "jupyter"),
+        "home": ("JOD_HOME", None),
+        "repo": ("JOD_REPO_DIR", None),
+        "etc": ("JOD_ETC_DIR", "/etc/jupyter-on-demand"),
+        "config": ("JOD_CONFIG", None),
+        "bootstrap_env": ("JOD_BOOTSTRAP_ENV", None),
+        "local_env": ("JOD_LOCAL_ENV", None),
+        "app": ("JOD_APP_DIR", "/opt/jupyter-on-demand"),
+        "state": ("JOD_STATE_DIR", "/var/lib/jupyter-on-demand"),
+        "run": ("JOD_RUN_DIR", "/run/jupyter-on-demand"),
+        "systemd": ("JOD_SYSTEMD_DIR", "/etc/systemd/system"),
+        "system_etc": ("JOD_SYSTEM_ETC", "/etc"),
+    }
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Paths:
+        env = dict(os.environ if env is None else env)
+
+        def value(name: str, default: str | None = None) -> str:
+            variable, fixed = cls.VARIABLES[name]
+            found = env.get(variable) or fixed or default
+            assert found is not None
+            return found
+
+        user = value("user")
+        home = Path(value("home", f"/home/{user}"))
+        etc = Path(value("etc"))
+        config = Path(value("config", str(etc / "config.env")))
+        paths = cls(
+            user=user,
+            home=home,
+            repo=Path(value("repo", str(home / "work"))),
+            etc=etc,
+            config=config,
+            bootstrap_env=Path(value("bootstrap_env", str(config.parent / "bootstrap.env"))),
+            local_env=Path(value("local_env", str(config.parent / "local.env"))),
+            app=Path(value("app")),
+            state=Path(value("state")),
+            run=Path(value("run")),
+            systemd=Path(value("systemd")),
+            system_etc=Path(value("system_etc")),
+        )
+        paths.check()
+        return paths
+
+    def check(self) -> None:
+        """Every path absolute and plain, the user a plain name: they go into systemd units and
+        shell commands as they are (no quoting there; systemd would read %, $ and \\ itself)."""
+        for field in fields(self):
+            value = str(getattr(self, field.name))
+            if field.name == "user":
+                shape, what = SAFE_USER, "a user name (a-z, 0-9, _ and -)"
+            else:
+                shape, what = SAFE_PATH, "an absolute path of letters, digits and . _ - / only"
+            if not shape.fullmatch(value):
+                raise BootError(f"{self.VARIABLES[field.name][0]}={value!r} is not {what}")
+
+    def environment(self) -> dict[str, str]:
+        """The JOD_* variables that give Paths.from_env() exactly these paths, only those that
+        differ from what it derives without them: the rendered units hand them to every process
+        they start, so each sees the layout the units were rendered for (on an instance: none)."""
+        variables = {self.VARIABLES[f.name][0]: str(getattr(self, f.name)) for f in fields(self)}
+        for variable in list(variables):
+            fewer = {key: value for key, value in variables.items() if key != variable}
+            if Paths.from_env(fewer) == self:
+                variables = fewer
+        return variables
+
+    @property
+    def secrets(self) -> Path:
+        return self.etc / "secrets"
+
+    @property
+    def tls(self) -> Path:
+        return self.etc / "tls"
+
+    @property
+    def user_state(self) -> Path:
+        """The service user's own folder in root's state folder (the activity file)."""
+        return self.state / "jupyter"
 
     @property
     def venv(self) -> Path:
@@ -88,7 +173,7 @@ class Paths:
 
     @property
     def repo_inputs(self) -> Path:
-        """Root's record of what the last complete `repo` step ran with (boot_secrets.repo_inputs)."""
+        """Root's record of what the last complete `repo` step ran with (boot_repo.repo_inputs)."""
         return self.state / "repo-inputs.json"
 
     @property
@@ -97,7 +182,7 @@ class Paths:
 
     @property
     def install_inputs(self) -> Path:
-        """What boot.install_inputs_command printed at the last good install check."""
+        """What boot_install.install_inputs_command printed at the last good install check."""
         return self.state / "install-inputs"
 
     @property
@@ -107,7 +192,7 @@ class Paths:
     @property
     def wake_marker(self) -> Path:
         """Written by root at the end of this boot's successful wake (`boot.py wake`), holding
-        the boot id; Jupyter and the ready step wait for it (wake_result)."""
+        the boot id; Jupyter and the ready step wait for it (wake_marker.wake_result)."""
         return self.run / "wake-ok"
 
     @property
@@ -120,78 +205,8 @@ class Paths:
         """Touched after each completed idle check; idle-failsafe.sh reads its age."""
         return self.run / "idle-ok"
 
-    @classmethod
-    def from_env(cls) -> Paths:
-        env = os.environ
-        user = env.get("JOD_USER", "jupyter")
-        home = Path(env.get("JOD_HOME", f"/home/{user}"))
-        etc = Path(env.get("JOD_ETC_DIR", "/etc/jupyter-on-demand"))
-        state = Path(env.get("JOD_STATE_DIR", "/var/lib/jupyter-on-demand"))
-        config = Path(env.get("JOD_CONFIG", str(etc / "config.env")))
-        return cls(
-            # config.env: what the steps, the units and the idle checker read. boot.py writes it at
-            # every boot from bootstrap.env (user_data: where the settings are), the settings in
-            # SSM, and local.env (the site's own, optional), all three root's, side by side.
-            config=config,
-            bootstrap_env=Path(env.get("JOD_BOOTSTRAP_ENV", str(config.parent / "bootstrap.env"))),
-            local_env=Path(env.get("JOD_LOCAL_ENV", str(config.parent / "local.env"))),
-            app=Path(env.get("JOD_APP_DIR", "/opt/jupyter-on-demand")),
-            secrets=etc / "secrets",
-            tls=etc / "tls",
-            state=state,
-            user_state=state / "jupyter",
-            home=home,
-            repo=Path(env.get("JOD_REPO_DIR", str(home / "work"))),
-            systemd=Path(env.get("JOD_SYSTEMD_DIR", "/etc/systemd/system")),
-            run=Path(env.get("JOD_RUN_DIR", "/run/jupyter-on-demand")),
-            system_etc=Path(env.get("JOD_SYSTEM_ETC", "/etc")),
-            user=user,
-        )
 
-
-def current_boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def roots_marker(path: Path, boot_id: str) -> bool:
-    """True only for a marker root wrote at this boot: a regular file (never through a symlink),
-    owned by root, in a folder owned by root that nobody else may write, that nobody else may
-    write either, holding exactly this boot's id. The service user can't make such a file: it
-    can't write root's folder, and a file it owns is not root's."""
-    if not boot_id:
-        return False
-    try:
-        folder = os.lstat(path.parent)
-        if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != 0 or folder.st_mode & 0o022:
-            return False
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
-            return False
-        return os.read(fd, 200).decode(errors="replace").strip() == boot_id
-    finally:
-        os.close(fd)
-
-
-def wake_result(paths: Paths, timeout: float, poll: float = 0.2) -> bool | None:
-    """Wait for this boot's wake: True once it succeeded (root's marker of this boot), False
-    once it failed, None when `timeout` seconds passed with neither."""
-    boot_id = current_boot_id()
-    deadline = time.monotonic() + timeout
-    while True:
-        if roots_marker(paths.wake_marker, boot_id):
-            return True
-        if roots_marker(paths.wake_failed_marker, boot_id):
-            return False
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(poll)
+# --- The env files: config.env, jupyter.env, bootstrap.env, local.env ------------------------
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -209,187 +224,184 @@ def read_config(path: Path) -> dict[str, str]:
     return parse_env(path.read_text())
 
 
-def read_root_env(path: Path) -> dict[str, str]:
-    """A KEY=value file that steers root (bootstrap.env, local.env): {} when there is none; else
-    a regular file (never through a symlink) of root's or of this process's own user, that
-    nobody else may write. BootError otherwise, saying what to fix."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        return {}
-    except OSError as error:
-        if path.is_symlink():
-            raise BootError(
-                f"{path} is a symlink, not a regular file; replace it with a file"
-            ) from error
-        if isinstance(error, PermissionError):  # root's 0600 file, read by the service user
-            return {}
-        raise BootError(f"cannot read {path}: {error}") from error
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise BootError(f"{path} is not a regular file; replace it with a file")
-        if info.st_uid not in (0, os.geteuid()) or info.st_mode & 0o022:
-            raise BootError(
-                f"{path} is writable by others than root (owner {info.st_uid}, mode "
-                f"{stat.S_IMODE(info.st_mode):o}); run `chown root:root {path}; chmod 644 {path}`"
-            )
-        values = parse_env(os.read(fd, MAX_READ_BYTES).decode())
-    finally:
-        os.close(fd)
-    bad = sorted(key for key in values if not ENV_NAME.fullmatch(key))
-    if bad:
-        raise BootError(f"{path}: {', '.join(bad)} is not a variable name")
-    return values
-
-
 def env_file(values: dict[str, str]) -> str:
     return "".join(f"{key}={value}\n" for key, value in values.items())
 
 
-def owner_ids(user: str) -> tuple[int, int] | None:
-    """uid/gid of the service user, or None when not root (tests run as themselves)."""
-    if os.geteuid() != 0:
-        return None
-    entry = pwd.getpwnam(user)
-    return entry.pw_uid, entry.pw_gid
+# What user_data's bootstrap.env holds: where the settings and the code bundle are.
+BOOTSTRAP_KEYS = ("AWS_REGION", "BOOTSTRAP_PARAMETER_PREFIX")
+
+# The settings Terraform writes to <prefix>/settings (infrastructure/locals.tf instance_config):
+# each key with the shape its value must have, and what that is in words.
+SETTINGS = {
+    "AWS_REGION": (r"[a-z]{2}(-[a-z]+)+-[0-9]+", "an AWS region such as eu-west-1"),
+    "TEAM_PASS_PARAMETER": (r"[A-Za-z0-9_.\-/]{1,2048}", "an SSM parameter name"),
+    "GITHUB_TOKEN_PARAMETER": (r"[A-Za-z0-9_.\-/]{1,2048}", "an SSM parameter name"),
+    "GITHUB_REPO_URL": (r"https?://[^\s/@]+/[^\s@]+", "an http(s) URL without credentials"),
+    "GITHUB_USER_NAME": (r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}", "a GitHub user name"),
+    "JUPYTER_PORT": (r"[0-9]{4,5}", "a port from 1024 to 65535"),
+    "JUPYTER_TLS": (r"[01]", '"1" or "0"'),
+    "IDLE_MINUTES": (r"[0-9]+(\.[0-9]+)?", "a positive number of minutes"),
+    "READY_TAG": (r"[A-Za-z0-9 _.:/=+\-@]{1,128}", "an EC2 tag key"),
+}
+DEFAULT_IDLE_MINUTES = 40.0  # before any settings arrive (idle-failsafe.sh says 40 too)
 
 
-def read_regular(path: Path, limit: int = MAX_READ_BYTES) -> bytes | None:
-    """The bytes of a regular file, never through a symlink, a FIFO or a device; None when
-    there is no such regular file. For files in folders the service user can write."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+def check_settings(settings: object, name: str) -> dict[str, str]:
+    """The settings as Terraform writes them: an object of strings, exactly SETTINGS' keys,
+    each of its shape (one line each: nothing can add a line to config.env). BootError, saying
+    what to fix, otherwise; `name` says where they came from."""
+    if not isinstance(settings, dict):
+        raise BootError(f"the settings in {name} are not a JSON object; run terraform apply")
+    unknown = sorted(set(settings) - set(SETTINGS))
+    missing = sorted(set(SETTINGS) - set(settings))
+    if unknown or missing:
+        raise BootError(
+            f"the settings in {name} " + "; ".join(
+                [f"have unknown keys {', '.join(unknown)}"] * bool(unknown)
+                + [f"lack {', '.join(missing)}"] * bool(missing)
+            ) + "; run terraform apply with this version of jupyter-on-demand"
+        )  # fmt: skip
+    for key, (pattern, shape) in SETTINGS.items():
+        item = settings[key]
+        ok = isinstance(item, str) and re.fullmatch(pattern, item) is not None
+        if ok and key == "JUPYTER_PORT":
+            ok = 1024 <= int(item) <= 65535
+        if ok and key == "IDLE_MINUTES":
+            ok = float(item) > 0
+        if not ok:
+            raise BootError(
+                f"the settings in {name}: {key} is {json.dumps(item)}, not {shape}; "
+                "check the variable in terraform.tfvars and run terraform apply"
+            )
+    return {key: settings[key] for key in SETTINGS}
+
+
+def config_values(
+    where: dict[str, str], settings: dict[str, str], local: dict[str, str]
+) -> dict[str, str]:
+    """config.env: where the settings are (bootstrap.env), the settings (checked), then the
+    site's local.env, which wins. `boot.py sync` writes it so; the demo and the tests build
+    theirs the same way."""
+    missing = [key for key in BOOTSTRAP_KEYS if not where.get(key)]
+    if missing:
+        raise BootError(f"no {', '.join(missing)} for config.env")
+    return {**{key: where[key] for key in BOOTSTRAP_KEYS}, **check_settings(settings, "config"),
+            **local}  # fmt: skip
+
+
+def idle_minutes(config: dict[str, str]) -> float:
+    """IDLE_MINUTES of a config, DEFAULT_IDLE_MINUTES when it has none or a broken one."""
     try:
-        fd = os.open(path, flags)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, limit)
-    finally:
-        os.close(fd)
+        minutes = float(config.get("IDLE_MINUTES", ""))
+    except ValueError:
+        return DEFAULT_IDLE_MINUTES
+    return minutes if minutes > 0 else DEFAULT_IDLE_MINUTES
 
 
-def is_regular(path: Path) -> bool:
-    """A regular file itself, not a symlink to one."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
+def jupyter_url(config: dict[str, str], host: str = "127.0.0.1") -> str:
+    """Jupyter's base URL: https unless JUPYTER_TLS is "0" (the settings' default is TLS)."""
+    scheme = "http" if config.get("JUPYTER_TLS") == "0" else "https"
+    return f"{scheme}://{host}:{config.get('JUPYTER_PORT', '8443')}"
 
 
-def ensure_dir(path: Path, mode: int, owner: tuple[int, int] | None = None) -> None:
-    """A real directory (never a symlink) with this mode and owner; its parents are made as
-    root's. Refuses when something else sits at the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        path.mkdir(mode=mode)
-    except FileExistsError:
-        pass
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        if owner is not None:
-            os.fchown(fd, *owner)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
+# jupyter.env (root's, the service user's group may read it): what the wake hands Jupyter;
+# jupyter_server_config.py reads these and the settings' JUPYTER_PORT.
+def jupyter_env_values(paths: Paths, hashed_password: str, token: str, tls: bool) -> dict[str, str]:
+    values = {
+        "JUPYTER_HASHED_PASSWORD": hashed_password,
+        "JUPYTER_TOKEN": token,
+        "JUPYTER_ROOT_DIR": str(paths.repo),
+        "JUPYTER_ACTIVITY_FILE": str(paths.activity),
+    }
+    if tls:
+        values |= {"JUPYTER_CERTFILE": str(paths.certfile), "JUPYTER_KEYFILE": str(paths.keyfile)}
+    return values
 
 
-def secure_file(path: Path, mode: int, owner: tuple[int, int] | None = None) -> None:
-    """chmod/chown a file through a descriptor opened without following symlinks."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BootError(f"{path} is not a regular file; refusing to change it")
-        if owner is not None:
-            os.fchown(fd, *owner)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
+# --- The code bundle in SSM ---------------------------------------------------------------------
+#
+# Terraform (infrastructure/locals.tf, ssm.tf) writes ec2_bootstrap/'s files as a JSON object
+# {name: content}, gzipped and base64-encoded, in chunks of BUNDLE_CHUNK_CHARS characters
+# (<prefix>/0, /1, ...), and <prefix>/manifest = {"chunks": count, "sha256": of the joined chunks}.
+BUNDLE_CHUNK_CHARS = 4000
+MANIFEST_KEYS = ("chunks", "sha256")
 
 
-def write_file(path: Path, content: str, mode: int, owner: tuple[int, int] | None = None) -> bool:
-    """Write atomically when content, mode or owner differ; True when something changed.
-
-    The temp file gets an unpredictable name (O_EXCL) and its mode and owner through its
-    descriptor; the rename replaces whatever sits at the path (a symlink included) and never
-    follows it."""
-    data = content.encode()
-    try:
-        info = os.lstat(path)
-        if (
-            stat.S_ISREG(info.st_mode)
-            and stat.S_IMODE(info.st_mode) == mode
-            and (owner is None or (info.st_uid, info.st_gid) == owner)
-            and read_regular(path, len(data) + 1) == data
-        ):
-            return False
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            if owner is not None:
-                os.fchown(handle.fileno(), *owner)
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
+def manifest_parameter(prefix: str) -> str:
+    return f"{prefix}/manifest"
 
 
-def run(
-    *args: str,
-    user: str | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 1800,
-    echo: bool = False,
-) -> str:
-    """Run a command (as `user`, with privileges dropped, when root); BootError on failure.
-    `echo`: the command's own log (stderr) goes on to ours (the journal)."""
-    command = list(args)
-    if user is not None and os.geteuid() == 0 and pwd.getpwuid(os.geteuid()).pw_name != user:
-        # runuser resets HOME and friends: `env` sets what the step needs.
-        assignments = [f"{key}={value}" for key, value in (env or {}).items()]
-        command = ["runuser", "-u", user, "--", "env", *assignments, *command]
-    try:
-        result = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **(env or {})},
-            check=False,
-            cwd="/",
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise BootError(f"{' '.join(args[:3])} failed: {error}") from error
-    if echo:
-        sys.stderr.write(result.stderr)
-    if result.returncode != 0:
-        output = (result.stderr.strip() or result.stdout.strip())[-2000:]
-        raise BootError(f"{' '.join(args[:3])} failed: {output}")
-    return result.stdout
+def settings_parameter(prefix: str) -> str:
+    return f"{prefix}/settings"
 
 
-def retry(what: str, action: Callable[[], T], attempts: int = 4) -> T:
-    """`action()` again with backoff (10, 30, 90 s; JOD_RETRY_SECONDS sets the first delay) while
-    it raises BootError: a dpkg lock held by unattended-upgrades, a PyPI or SSM hiccup. The last
-    error is raised."""
-    delay = float(os.environ.get("JOD_RETRY_SECONDS", "10"))
-    for attempt in range(1, attempts + 1):
-        try:
-            return action()
-        except BootError as error:
-            if attempt == attempts:
-                raise
-            logger.warning("%s failed (attempt %d of %d), retrying in %.0f s: %s",
-                           what, attempt, attempts, delay, error)  # fmt: skip
-            time.sleep(delay)
-            delay *= 3
-    raise AssertionError("unreachable")
+def chunk_parameters(prefix: str, manifest: dict[str, object]) -> list[str]:
+    count = manifest["chunks"]
+    if not isinstance(count, int) or count < 1:
+        raise BootError(f"the manifest {manifest_parameter(prefix)} has no chunk count")
+    return [f"{prefix}/{index}" for index in range(count)]
+
+
+def decode_bundle(chunks: list[str], manifest: dict[str, object]) -> dict[str, str]:
+    """{file name: content} from the chunks, checked against the manifest's SHA-256."""
+    bundle = "".join(chunks)
+    if hashlib.sha256(bundle.encode()).hexdigest() != manifest.get("sha256"):
+        raise BootError("the instance code in SSM does not match its SHA-256; run terraform apply")
+    files = json.loads(gzip.decompress(base64.b64decode(bundle)))
+    if not isinstance(files, dict) or not all(
+        isinstance(name, str) and isinstance(content, str) for name, content in files.items()
+    ):
+        raise BootError("the instance code in SSM is not a JSON object of files")
+    return files
+
+
+# --- The systemd units ---------------------------------------------------------------------
+#
+# Each unit's template is <unit>.in in the code bundle, rendered with str.format by render_unit:
+# {app}, {python} and the like (unit_values); no other braces in them. `boot.py sync` renders
+# them for this machine's layout. The unit-named files beside the templates are the same
+# rendered for the default layout (`make units`; a test keeps them so): user_data writes the
+# first three as they are, before any Python runs, and an older version's sync, which runs once
+# more at the boot that brings this version, installs them by those names.
+TEMPLATE_SUFFIX = ".in"
+INSTALL_UNIT = "jupyter-on-demand-install.service"
+IDLE_SERVICE = "jupyter-on-demand-idle.service"
+IDLE_TIMER = "jupyter-on-demand-idle.timer"
+SECRETS_UNIT = "jupyter-on-demand-secrets.service"
+JUPYTER_UNIT = "jupyter-on-demand.service"
+FLUSH_UNIT = "jupyter-on-demand-autosave-flush.service"
+# Installed and started at every boot (WantedBy=); the first three also come in user_data: the
+# idle stop first, then the install.
+UNITS = (INSTALL_UNIT, IDLE_SERVICE, IDLE_TIMER, SECRETS_UNIT, JUPYTER_UNIT, FLUSH_UNIT)
+USER_DATA_UNITS = UNITS[:3]
+ENABLED = tuple(unit for unit in UNITS if unit != IDLE_SERVICE)  # the timer starts the check
+
+
+def unit_values(paths: Paths, install_condition: str) -> dict[str, str]:
+    """What a unit template may name. `environment`: an Environment= line with the layout
+    (Paths.environment()), so every process a unit starts finds the same paths; on an instance
+    (the default layout) a comment that says so."""
+    layout = " ".join(f"{key}={value}" for key, value in paths.environment().items())
+    return {
+        "environment": f"Environment={layout}"
+        if layout
+        else "# The layout: layout.Paths' defaults",
+        "user": paths.user,
+        "home": str(paths.home),
+        "repo": str(paths.repo),
+        "app": str(paths.app),
+        "python": str(paths.venv_python),
+        "system_python": SYSTEM_PYTHON,
+        "jupyter_config": str(paths.jupyter_config),
+        # ExecCondition= runs its script through /bin/sh: systemd turns $$ into $.
+        "install_condition": install_condition.replace("$", "$$"),
+    }
+
+
+def render_unit(name: str, template: str, values: dict[str, str]) -> str:
+    """The unit `name` from its template (<name>.in), with a header that says so."""
+    return (
+        f"# jupyter-on-demand: rendered from {name}{TEMPLATE_SUFFIX} for this layout (layout.py);\n"
+        "# edit the template, not this file.\n" + template.format_map(values)
+    )

@@ -72,7 +72,7 @@ resource "aws_instance" "jupyter" {
   }
 
   tags = {
-    Name = "${var.name_prefix}-gpu"
+    Name = local.instance_name
   }
 
   lifecycle {

@@ -38,7 +38,7 @@ data "aws_iam_policy_document" "instance" {
     condition {
       test     = "StringEquals"
       variable = "aws:ResourceTag/Name"
-      values   = ["${var.name_prefix}-gpu"]
+      values   = [local.instance_name]
     }
 
     condition {

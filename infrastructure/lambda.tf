@@ -38,6 +38,16 @@ resource "aws_lambda_function" "start_link" {
     }
   }
 
+  # One JSON object per log record: the runtime adds timestamp, level and requestId, the handler
+  # adds request_id, route, outcome, status and state (lambda_src/handler.py). The refused-password
+  # metric filter (monitoring.tf) matches its phrase inside the JSON message as before.
+  logging_config {
+    log_format            = "JSON"
+    log_group             = aws_cloudwatch_log_group.lambda.name
+    application_log_level = "INFO"
+    system_log_level      = "WARN"
+  }
+
   depends_on = [aws_cloudwatch_log_group.lambda, aws_iam_role_policy.lambda]
 }
 

@@ -91,6 +91,9 @@ locals {
   team_pass_parameter    = "/${var.name_prefix}/team-pass"
   github_token_parameter = "/${var.name_prefix}/github-token"
 
+  # The instance's Name tag: its permission to tag itself ready names the instance by it (iam.tf).
+  instance_name = "${var.name_prefix}-gpu"
+
   # The tag the instance sets on itself once Jupyter answers; lambda_src/handler.py READY_TAG.
   ready_tag = "jupyter-on-demand:ready-at"
 
@@ -117,14 +120,19 @@ locals {
   # reaches the instance at its next wake without touching user_data or the disk.
   bootstrap_dir              = "${path.module}/../ec2_bootstrap"
   bootstrap_parameter_prefix = "/${var.name_prefix}/bootstrap"
-  bootstrap_bundle           = base64gzip(jsonencode({ for name in fileset(local.bootstrap_dir, "{*.py,*.sh,*.service,*.timer,*.txt}") : name => file("${local.bootstrap_dir}/${name}") }))
+  bootstrap_bundle           = base64gzip(jsonencode({ for name in fileset(local.bootstrap_dir, "{*.py,*.sh,*.service,*.timer,*.in,*.txt}") : name => file("${local.bootstrap_dir}/${name}") }))
   bootstrap_chunks           = [for offset in range(0, length(local.bootstrap_bundle), 4000) : substr(local.bootstrap_bundle, offset, 4000)]
 
-  # user_data: the idle stop first (its timer and the bash fail-safe, which stops the machine
-  # while the checker can't run), then the installer; the rest, the checker included, comes from
-  # the bundle. tests/infrastructure/terraform.py USER_DATA_FILES mirrors these lists.
-  user_data_files = ["boot.py", "layout.py", "idle-failsafe.sh", "requirements.txt"]
-  user_data_units = ["jupyter-on-demand-idle.service", "jupyter-on-demand-idle.timer", "jupyter-on-demand-install.service"]
+  # user_data: the idle stop first (its units, rendered for the default layout, and the bash
+  # fail-safe, which stops the machine while the checker can't run), then the installer (boot.py
+  # and the modules its `install` imports); the rest, the checker included, comes from the bundle.
+  # tests/infrastructure/terraform.py USER_DATA_FILES and layout.USER_DATA_UNITS name the same.
+  # Its copies lose their full-line comments (not `#!`), to stay under EC2's cap: the same code
+  # (tests/ec2_bootstrap/test_user_data.py compares the Python's syntax trees), and the first sync
+  # replaces them with the bundle's whole files.
+  comment_line    = "/(?m)^[ \\t]*#([^!\\n][^\\n]*)?\\n/"
+  user_data_files = ["boot.py", "boot_install.py", "boot_sync.py", "layout.py", "rootfs.py", "idle-failsafe.sh", "requirements.txt"]
+  user_data_units = ["jupyter-on-demand-install.service", "jupyter-on-demand-idle.service", "jupyter-on-demand-idle.timer"]
   # bootstrap_env (/etc/jupyter-on-demand/bootstrap.env) says only where the rest is: the region and
   # the SSM prefix of the bundle and the settings. user_data changes only when the installer does.
   bootstrap_env = {
@@ -132,8 +140,9 @@ locals {
     BOOTSTRAP_PARAMETER_PREFIX = local.bootstrap_parameter_prefix
   }
   user_data = templatefile("${local.bootstrap_dir}/cloud-init.yaml.tftpl", {
-    files         = { for name in local.user_data_files : name => file("${local.bootstrap_dir}/${name}") }
-    units         = { for name in local.user_data_units : name => file("${local.bootstrap_dir}/${name}") }
+    # requirements.txt as it is: the install's fingerprint hashes it, and the bundle's is whole.
+    files         = { for name in local.user_data_files : name => endswith(name, ".txt") ? file("${local.bootstrap_dir}/${name}") : replace(file("${local.bootstrap_dir}/${name}"), local.comment_line, "") }
+    units         = { for name in local.user_data_units : name => replace(file("${local.bootstrap_dir}/${name}"), local.comment_line, "") }
     bootstrap_env = local.bootstrap_env
   })
 }

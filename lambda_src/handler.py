@@ -6,7 +6,11 @@ Runs in AWS Lambda behind an API Gateway REST API (proxy integration, payload v1
     GET /v1/status?pass=<team password>[&view=page]  report, never start anything
 
 Only the standard library and boto3 (shipped in the Lambda Python runtime) are imported, so
-Terraform zips this folder as it is. Configuration is read from the environment in `Config`:
+Terraform zips this folder as it is: this module (the decisions, AWS and the password), request.py
+(reading the event) and reply.py (the JSON answer and the HTML page). This module stays bigger
+than the others (~440 lines) on purpose: the start, the capacity fallback and the password check
+are one flow over one EC2 state, and tests/infrastructure/test_contracts.py reads this file for
+the environment it reads and the AWS calls it makes. Configuration is read from the environment in `Config`:
 INSTANCE_ID, TEAM_PASS_PARAMETER, JUPYTER_PORT, JUPYTER_SCHEME, IDLE_MINUTES, INSTANCE_TYPE,
 FALLBACK_INSTANCE_TYPES (set by infrastructure/lambda.tf) and JUPYTER_HOST (only the local demo
 sets it: a host to report instead of the instance's public DNS name).
@@ -18,24 +22,38 @@ once per PASSWORD_RECHECK_SECONDS), so whoever types the new password is let in 
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import hmac
-import html
-import json
 import logging
 import os
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-logger = logging.getLogger()
+from reply import Reply, respond
+from request import (
+    NOT_UTF8_MESSAGE,
+    BadRequest,
+    client_ip,
+    describe_event,
+    has_undecoded_bytes,
+    loggable,
+    parse_request,
+)
+
+# One line per decision, at INFO. The records reach the runtime's handler on the root logger; with
+# the function's JSON log format (infrastructure/lambda.tf logging_config) each becomes one JSON
+# object, and the fields `add_request_fields` puts on every record (request_id, route) and the
+# `extra` of the last line (outcome, status, state) become its keys. Never logged: the password,
+# the query string, headers or anything else the caller chose beyond method and path.
+logger = logging.getLogger("jupyter_on_demand.start_link")
 logger.setLevel(logging.INFO)
 # botocore's debug log prints response bodies (the SSM password among them): never below WARNING.
 logging.getLogger("botocore").setLevel(logging.WARNING)
@@ -49,8 +67,8 @@ IAM_ACTIONS = (
     "ssm:GetParameter",
 )
 
-# The instance sets this tag on itself once Jupyter answers (ec2_bootstrap/ready_signal), with the
-# UTC time as value. It means "ready" only when it is newer than the instance's last LaunchTime.
+# The instance sets this tag on itself once Jupyter answers (the wake's last step,
+# ec2_bootstrap/boot_secrets.py announce_ready), with the UTC time as value. It means "ready" only when it is newer than the instance's last LaunchTime.
 READY_TAG = "jupyter-on-demand:ready-at"
 
 STARTING_MESSAGE = (
@@ -77,9 +95,6 @@ AWS_ERROR_MESSAGE = (
 MISCONFIGURED_MESSAGE = "The start link is misconfigured. Ask the admin to run terraform apply."
 MISSING_PASS_MESSAGE = "Add ?pass=<team password> to the link."  # noqa: S105 (a message, not a secret)
 WRONG_PASS_MESSAGE = "Wrong password."  # noqa: S105 (a message, not a secret)
-NOT_UTF8_MESSAGE = (
-    "The link's query string is not valid UTF-8 text. Copy the start link again, exactly as sent."
-)
 
 # One WARNING line per refused password, never the password itself. The CloudWatch metric filter
 # of infrastructure/monitoring.tf counts lines holding this exact phrase; keep both in step
@@ -91,10 +106,6 @@ PASSWORD_MAX_AGE_SECONDS = 300
 # A wrong password re-reads SSM when the cached one is at least this old, and a flood of wrong
 # passwords causes at most one SSM read per this many seconds and container.
 PASSWORD_RECHECK_SECONDS = 30
-
-MAX_PARAMETER_LENGTH = 1024
-ROUTES = ("/start", "/status")
-VIEWS = ("json", "page")
 
 
 @dataclass(frozen=True)
@@ -111,8 +122,8 @@ class Config:
     jupyter_host: str = ""
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Config:
-        env = os.environ if env is None else env
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if environ is None else environ
         missing = [name for name in ("INSTANCE_ID", "TEAM_PASS_PARAMETER") if not env.get(name)]
         if missing:
             raise ConfigError(f"missing environment variables: {', '.join(missing)}")
@@ -133,40 +144,18 @@ class Config:
         )
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    message: str
-    state: str | None = None
-    url: str | None = None
-    ready: bool | None = None
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"message": self.message, "state": self.state}
-        if self.url:
-            body["url"] = self.url
-        if self.ready is not None:
-            body["ready"] = self.ready
-        return body
-
-
 class ConfigError(Exception):
     """The Lambda's environment is incomplete: a deploy problem, not a user one."""
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 # --- AWS clients and the cached password -------------------------------------------------------
 
 
 @functools.cache
-def client(service: str):
-    """One boto3 client per service and container, created on first use (after moto starts)."""
+def client(service: str) -> Any:
+    """One boto3 client per service and container, created on first use (after moto starts).
+
+    Any: boto3 ships no types (pyproject.toml's mypy section)."""
     return boto3.client(service)
 
 
@@ -232,95 +221,6 @@ class PasswordCache:
 PASSWORDS = PasswordCache()
 
 
-# --- Request parsing ---------------------------------------------------------------------------
-
-
-def parse_request(event: Any) -> tuple[str, str | None, str]:
-    """Return (route, password, view) from an API Gateway v1 proxy event, or raise BadRequest."""
-    if not isinstance(event, dict):
-        raise BadRequest(400, "Malformed request.")
-    method = event.get("httpMethod")
-    if method not in ("GET", "HEAD"):
-        raise BadRequest(405, "Only GET is supported.")
-    route = route_of(event)
-    params = query_parameters(event)
-    view = params.get("view") or "json"
-    if view not in VIEWS:
-        raise BadRequest(400, "view must be json or page.")
-    return route, params.get("pass"), view
-
-
-def route_of(event: dict[str, Any]) -> str:
-    path = event.get("resource") or event.get("path")
-    if not isinstance(path, str):
-        raise BadRequest(404, "Not found. Use /v1/start or /v1/status.")
-    path = path.rstrip("/")
-    if path.startswith("/v1/"):
-        path = path[len("/v1") :]
-    if path not in ROUTES:
-        raise BadRequest(404, "Not found. Use /v1/start or /v1/status.")
-    return path
-
-
-def is_text(value: str) -> bool:
-    """False for what no UTF-8 query string decodes to: lone surrogates (which a UTF-8 encode, and
-    so the Lambda runtime's log and response writers, refuse) and U+FFFD, which a decoder leaves in
-    place of bytes that are not UTF-8."""
-    return "\ufffd" not in value and not any("\ud800" <= char <= "\udfff" for char in value)
-
-
-def check_query_text(multi: Any, single: Any) -> None:
-    """Every parameter name and value, repeated values included, must be text."""
-    for params in (multi, single):
-        if not isinstance(params, dict):
-            continue
-        for name, values in params.items():
-            for item in [name, *(values if isinstance(values, list) else [values])]:
-                if isinstance(item, str) and not is_text(item):
-                    raise BadRequest(400, NOT_UTF8_MESSAGE)
-
-
-def query_parameters(event: dict[str, Any]) -> dict[str, str]:
-    """Single-valued parameters; API Gateway keeps the last value of a repeated parameter."""
-    params: dict[str, Any] = {}
-    multi = event.get("multiValueQueryStringParameters")
-    single = event.get("queryStringParameters")
-    check_query_text(multi, single)
-    if isinstance(multi, dict):
-        for name, values in multi.items():
-            if isinstance(values, list) and values:
-                params[name] = values[-1]
-            elif values is not None:
-                params[name] = values
-    elif multi is not None:
-        raise BadRequest(400, "Malformed query string.")
-    if isinstance(single, dict):
-        params.update(single)
-    elif single is not None:
-        raise BadRequest(400, "Malformed query string.")
-    for name in ("pass", "view"):
-        value = params.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise BadRequest(400, f"Parameter {name} must be a string.")
-        if len(value) > MAX_PARAMETER_LENGTH:
-            raise BadRequest(400, f"Parameter {name} is too long.")
-    return {k: v for k, v in params.items() if k in ("pass", "view")}
-
-
-def has_undecoded_bytes(value: str) -> bool:
-    """True when the value still holds percent-escapes that are not UTF-8 (`%ff%fe`), as a decoder
-    that leaves undecodable escapes in place would deliver them."""
-    if "%" not in value:
-        return False
-    try:
-        unquote_to_bytes(value).decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
-
-
 def check_password(given: str | None, config: Config, route: str, client_ip: str) -> None:
     """Pass, or raise BadRequest: 401 without a password, 403 for a wrong one (logged once)."""
     if not given:
@@ -345,10 +245,12 @@ def describe(instance_id: str) -> dict[str, Any] | None:
         if error.response["Error"]["Code"].startswith("InvalidInstanceID"):
             return None
         raise
-    for reservation in response.get("Reservations", []):
-        for instance in reservation.get("Instances", []):
-            return instance
-    return None
+    instances: list[dict[str, Any]] = [
+        instance
+        for reservation in response.get("Reservations", [])
+        for instance in reservation.get("Instances", [])
+    ]
+    return instances[0] if instances else None
 
 
 def jupyter_url(instance: dict[str, Any], config: Config) -> str | None:
@@ -369,11 +271,8 @@ def is_ready(instance: dict[str, Any]) -> bool:
     return isinstance(launched, datetime) and ready_at.tzinfo is not None and ready_at >= launched
 
 
-def status_reply(instance: dict[str, Any] | None, config: Config) -> Reply | None:
+def status_reply(instance: dict[str, Any], config: Config) -> Reply | None:
     """The answer for every state but `stopped`; None when the instance is stopped."""
-    if instance is None:
-        logger.error("instance %s not found: the stack needs terraform apply", config.instance_id)
-        return Reply(500, GONE_MESSAGE.format(detail="unknown instance id"), "unknown")
     state = instance["State"]["Name"]
     if state == "running":
         url = jupyter_url(instance, config)
@@ -461,6 +360,9 @@ def start(instance: dict[str, Any], config: Config) -> Reply:
 
 def handle(route: str, config: Config) -> Reply:
     instance = describe(config.instance_id)
+    if instance is None:
+        logger.error("instance %s not found: the stack needs terraform apply", config.instance_id)
+        return Reply(500, GONE_MESSAGE.format(detail="unknown instance id"), "unknown")
     reply = status_reply(instance, config)
     if reply is not None:
         return reply
@@ -469,89 +371,77 @@ def handle(route: str, config: Config) -> Reply:
     return start(instance, config)
 
 
-# --- Rendering ---------------------------------------------------------------------------------
+# --- Logging -----------------------------------------------------------------------------------
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-{refresh}<title>Jupyter on demand</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em}}
-a.open{{display:inline-block;font-size:1.6em;padding:.6em 1.2em;background:#f37726;color:#fff;
-border-radius:.3em;text-decoration:none}}</style></head>
-<body><h1>Jupyter on demand</h1>
-<p id="message" data-state="{state}">{message}</p>
-{link}</body></html>
-"""
-PAGE_REFRESH_SECONDS = 10
+# The fields of the request being answered, which `add_request_fields` puts on every record.
+REQUEST_FIELDS: contextvars.ContextVar[dict[str, str | None] | None] = contextvars.ContextVar(
+    "request_fields", default=None
+)
 
 
-def render_page(reply: Reply) -> str:
-    waiting = reply.status < 400 and not (reply.url and reply.ready)
-    refresh = f'<meta http-equiv="refresh" content="{PAGE_REFRESH_SECONDS}">\n' if waiting else ""
-    link = ""
-    if reply.url:
-        note = "" if reply.ready else "<p>Jupyter is still booting; this page reloads itself.</p>"
-        link = f'<p><a class="open" id="open" href="{html.escape(reply.url)}">Open Jupyter Lab</a></p>{note}'
-    elif waiting:
-        link = f"<p>This page reloads itself every {PAGE_REFRESH_SECONDS} s.</p>"
-    return PAGE.format(
-        refresh=refresh,
-        state=html.escape(reply.state or ""),
-        message=html.escape(reply.message),
-        link=link,
-    )
+def add_request_fields(record: logging.LogRecord) -> bool:
+    """A filter of this module's logger: request_id and route on each record (never overwritten)."""
+    for name, value in (REQUEST_FIELDS.get() or {}).items():
+        if not hasattr(record, name):
+            setattr(record, name, value)
+    return True
 
 
-def respond(reply: Reply, view: str) -> dict[str, Any]:
-    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-    if view == "page":
-        headers["Content-Type"] = "text/html; charset=utf-8"
-        body = render_page(reply)
-    else:
-        headers["Content-Type"] = "application/json"
-        body = json.dumps(reply.body())
-    return {"statusCode": reply.status, "headers": headers, "body": body}
+logger.addFilter(add_request_fields)
 
 
-def loggable(value: Any, limit: int) -> str:
-    """A value from the request, safe to log: ASCII with escapes, so no lone surrogate (which the
-    runtime's UTF-8 log writer would raise on) and no line break (which could forge a log line)."""
-    return str(value)[:limit].encode("unicode_escape").decode("ascii")
+@contextmanager
+def request_fields(context: Any) -> Iterator[None]:
+    """The request id (Lambda's `context.aws_request_id`) on every record logged inside."""
+    request_id = getattr(context, "aws_request_id", None)
+    fields: dict[str, str | None] = {
+        "request_id": loggable(request_id, 64) if isinstance(request_id, str) else None,
+        "route": None,
+    }
+    token = REQUEST_FIELDS.set(fields)
+    try:
+        yield
+    finally:
+        REQUEST_FIELDS.reset(token)
 
 
-def describe_event(event: Any) -> str:
-    """Method and path for the log; never the query string, which holds the password."""
-    if not isinstance(event, dict):
-        return "malformed event"
-    return f"{loggable(event.get('httpMethod'), 10)} {loggable(event.get('path'), 100)}"
-
-
-IP_ADDRESS = re.compile(r"[0-9A-Fa-f.:]{2,45}")
-
-
-def client_ip(event: dict[str, Any]) -> str:
-    """The caller's address as API Gateway saw it, for the refusal log line; "unknown" otherwise."""
-    context = event.get("requestContext")
-    identity = context.get("identity") if isinstance(context, dict) else None
-    address = identity.get("sourceIp") if isinstance(identity, dict) else None
-    return address if isinstance(address, str) and IP_ADDRESS.fullmatch(address) else "unknown"
+def note_route(route: str) -> None:
+    """Add the parsed route (one of ROUTES, never the raw path) to the request's log fields."""
+    fields = REQUEST_FIELDS.get()
+    if fields is not None:
+        REQUEST_FIELDS.set({**fields, "route": route})
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    with request_fields(context):
+        view, reply, outcome = answer(event)
+        # The one line per request: its `outcome` is "answered" (the instance's `state` says what
+        # happened), "rejected" (a 4xx: no or a wrong password, a malformed request),
+        # "misconfigured" or "aws_error".
+        logger.info(
+            "%s -> %s %s",
+            describe_event(event),
+            reply.status,
+            reply.state,
+            extra={"outcome": outcome, "status": reply.status, "state": reply.state},
+        )
+    return respond(reply, view)
+
+
+def answer(event: Any) -> tuple[str, Reply, str]:
+    """(view, reply, outcome) for one event; every failure becomes a reply."""
     view = "json"
     try:
         route, password, view = parse_request(event)
+        note_route(route)
         config = Config.from_env()
         check_password(password, config, route, client_ip(event))
-        reply = handle(route, config)
+        return view, handle(route, config), "answered"
     except BadRequest as error:
-        reply = Reply(error.status, error.message)
+        return view, Reply(error.status, error.message), "rejected"
     except ConfigError:
         logger.exception("the Lambda is misconfigured")
-        reply = Reply(500, MISCONFIGURED_MESSAGE)
+        return view, Reply(500, MISCONFIGURED_MESSAGE), "misconfigured"
     except (ClientError, BotoCoreError):
         logger.exception("AWS call failed")
-        reply = Reply(503, AWS_ERROR_MESSAGE)
-    logger.info("%s -> %s %s", describe_event(event), reply.status, reply.state)
-    return respond(reply, view)
+        return view, Reply(503, AWS_ERROR_MESSAGE), "aws_error"

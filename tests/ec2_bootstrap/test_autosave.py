@@ -36,23 +36,6 @@ def jupyter(setup, tmp_path):
         yield server
 
 
-def notebook(text: str) -> dict:
-    return {
-        "cells": [
-            {
-                "cell_type": "code",
-                "source": text,
-                "metadata": {},
-                "outputs": [],
-                "execution_count": None,
-            }
-        ],
-        "metadata": {},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-
-
 def remote_has(remote: GitRemote, path: str, content: str | None = None, ref: str = "main") -> bool:
     if path not in remote.files(ref):
         return False
@@ -68,10 +51,7 @@ def test_one_save_reaches_the_remote_within_seconds(jupyter, remote) -> None:
 
 
 def test_a_saved_notebook_is_committed(jupyter, remote) -> None:
-    response = jupyter.api(
-        "PUT", "/api/contents/train.ipynb", json={"type": "notebook", "content": notebook("x = 1")}
-    )
-    assert response.status_code in (200, 201)
+    assert jupyter.save_notebook("train.ipynb", "x = 1").status_code in (200, 201)
     wait_for(lambda: remote_has(remote, "train.ipynb"), timeout=20)
     assert "".join(json.loads(remote.show("train.ipynb"))["cells"][0]["source"]) == "x = 1"
 

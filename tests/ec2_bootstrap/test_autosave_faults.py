@@ -63,16 +63,6 @@ def on_side(remote: GitRemote, path: str) -> str | None:
     return remote.show(path, SIDE)
 
 
-def notebook(text: str) -> dict:
-    cell = {"cell_type": "code", "source": text, "metadata": {}, "outputs": []}
-    return {
-        "cells": [{**cell, "execution_count": None}],
-        "metadata": {},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-
-
 # --- The reviewer's scenario ---------------------------------------------------------------------
 
 
@@ -104,8 +94,7 @@ def test_a_rebase_stopped_by_git_pull_is_left_as_the_person_left_it_and_saved_on
         (repo / "analysis.py").write_text("rate = 3  # resolved\n")
         git(repo, "add", "analysis.py", home=home)
         before = git_state(repo)
-        model = {"type": "notebook", "content": notebook("draft = True")}
-        assert jupyter.api("PUT", "/api/contents/draft.ipynb", json=model).status_code == 201
+        assert jupyter.save_notebook("draft.ipynb", "draft = True").status_code == 201
         on_disk = disk_files(repo)
         assert b"<<<<<<<" in on_disk["notes.md"]
 
@@ -361,14 +350,20 @@ def test_a_change_that_arrives_after_the_commit_is_named_as_not_on_main(
 # --- The remote moved ahead ----------------------------------------------------------------------
 
 
+def outgrow_the_limit(repo: Path, home: Path, name: str) -> bytes:
+    """`name` committed and pushed at "v1", then grown on disk past SMALL_LIMIT; its new bytes."""
+    (repo / name).write_text("v1\n")
+    assert run_flush(repo, home, 30, **SMALL_LIMIT).returncode == 0
+    grown = b"1,2,3\n" * 5_000  # 30 KB: over the 10 KB limit
+    (repo / name).write_bytes(grown)
+    return grown
+
+
 def test_a_tracked_file_over_the_limit_never_stops_merges_and_its_bytes_stay(
     setup, remote, tmp_path
 ) -> None:
     repo, home = setup
-    (repo / "data.csv").write_text("v1\n")
-    assert run_flush(repo, home, 30, **SMALL_LIMIT).returncode == 0
-    grown = b"1,2,3\n" * 5_000  # 30 KB: over the 10 KB limit
-    (repo / "data.csv").write_bytes(grown)
+    grown = outgrow_the_limit(repo, home, "data.csv")
     written = (repo / "data.csv").stat()
     laptop_push(remote, tmp_path, home, {"laptop.txt": "from the laptop\n"})
     env = {"HOME": str(home), **SMALL_LIMIT}
@@ -390,10 +385,7 @@ def test_a_merge_that_would_overwrite_a_changed_file_goes_to_the_side_branch_unt
     setup, remote, tmp_path
 ) -> None:
     repo, home = setup
-    (repo / "data.csv").write_text("v1\n")
-    assert run_flush(repo, home, 30, **SMALL_LIMIT).returncode == 0
-    grown = b"1,2,3\n" * 5_000
-    (repo / "data.csv").write_bytes(grown)  # changed here, not committed (over the limit)
+    outgrow_the_limit(repo, home, "data.csv")  # changed here, not committed
     laptop_push(remote, tmp_path, home, {"data.csv": "v2 from the laptop\n"})
     (repo / "notes.txt").write_text("notes\n")
     before, on_disk = git_state(repo), disk_files(repo)

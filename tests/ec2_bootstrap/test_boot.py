@@ -17,7 +17,10 @@ from jupyter_server.auth import passwd_check
 from moto import mock_aws
 
 import boot
+import layout
+import wake_marker
 from demo.git_remote import GitRemote
+from tests.support.ssm import moto_ssm_server, put_secrets
 
 PASSWORD = "the-team-password"
 TOKEN = "ghp_test_token_0123456789abcdef"
@@ -27,13 +30,12 @@ TOKEN = "ghp_test_token_0123456789abcdef"
 def ssm():
     with mock_aws():
         client = boto3.client("ssm", region_name="us-east-1")
-        client.put_parameter(Name="/jod/team-pass", Value=PASSWORD, Type="SecureString")
-        client.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
+        put_secrets(client, PASSWORD, TOKEN)
         yield client
 
 
 @pytest.fixture
-def paths(tmp_path, monkeypatch, remote: GitRemote) -> boot.Paths:
+def paths(tmp_path, monkeypatch, remote: GitRemote) -> layout.Paths:
     config = tmp_path / "etc" / "config.env"
     config.parent.mkdir()
     config.write_text(
@@ -59,7 +61,7 @@ def paths(tmp_path, monkeypatch, remote: GitRemote) -> boot.Paths:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     (tmp_path / "home").mkdir()
-    return boot.Paths.from_env()
+    return layout.Paths.from_env()
 
 
 @pytest.fixture
@@ -99,7 +101,7 @@ def team_pushes(remote: GitRemote, tmp_path: Path, files: dict[str, str]) -> Non
 
 def test_secrets_step_writes_the_hash_token_credential_and_certificate(ssm, paths, remote) -> None:
     assert boot.main(["secrets"]) == 0
-    values = boot.read_config(paths.jupyter_env)
+    values = layout.read_config(paths.jupyter_env)
     assert passwd_check(values["JUPYTER_HASHED_PASSWORD"], PASSWORD)
     assert values["JUPYTER_HASHED_PASSWORD"].startswith("argon2:")
     assert len(values["JUPYTER_TOKEN"]) >= 32
@@ -161,12 +163,12 @@ def test_running_the_every_boot_step_twice_changes_nothing(ssm, paths, remote) -
 
 def test_a_new_password_in_ssm_takes_effect_at_the_next_boot(ssm, paths, remote) -> None:
     assert boot.main(["secrets"]) == 0
-    first = boot.read_config(paths.jupyter_env)
+    first = layout.read_config(paths.jupyter_env)
     ssm.put_parameter(
         Name="/jod/team-pass", Value="a-brand-new-password", Type="SecureString", Overwrite=True
     )
     assert boot.main(["secrets"]) == 0
-    second = boot.read_config(paths.jupyter_env)
+    second = layout.read_config(paths.jupyter_env)
     assert passwd_check(second["JUPYTER_HASHED_PASSWORD"], "a-brand-new-password")
     assert not passwd_check(second["JUPYTER_HASHED_PASSWORD"], PASSWORD)
     assert second["JUPYTER_TOKEN"] == first["JUPYTER_TOKEN"]
@@ -183,7 +185,7 @@ def test_unreadable_secrets_fail_closed_and_say_why(ssm, paths, remote, caplog) 
 def test_tls_off_writes_no_certificate_settings(ssm, paths, remote) -> None:
     paths.config.write_text(paths.config.read_text().replace("JUPYTER_TLS=1", "JUPYTER_TLS=0"))
     assert boot.main(["secrets"]) == 0
-    values = boot.read_config(paths.jupyter_env)
+    values = layout.read_config(paths.jupyter_env)
     assert "JUPYTER_CERTFILE" not in values
     assert not paths.certfile.exists()
 
@@ -208,30 +210,20 @@ def test_every_path_and_endpoint_can_be_overridden_by_the_environment(
 ) -> None:
     monkeypatch.setenv("JOD_REPO_DIR", str(tmp_path / "r"))
     monkeypatch.setenv("JOD_USER", "someone")
-    paths = boot.Paths.from_env()
+    paths = layout.Paths.from_env()
     assert paths.repo == tmp_path / "r"
     assert paths.user == "someone"
 
 
 def test_secrets_are_read_through_aws_endpoint_url(paths, remote, monkeypatch) -> None:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-        client = boto3.client("ssm", region_name="us-east-1")
-        client.put_parameter(
-            Name="/jod/team-pass", Value="served-by-moto-server", Type="SecureString"
-        )
-        client.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
+    with moto_ssm_server() as (endpoint, client):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        put_secrets(client, "served-by-moto-server", TOKEN)
         assert boot.main(["secrets"]) == 0
         assert passwd_check(
-            boot.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"], "served-by-moto-server"
+            layout.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"],
+            "served-by-moto-server",
         )
-    finally:
-        server.stop()
 
 
 def test_ready_tags_the_instance_once_jupyter_answers_and_starts_the_idle_clock(
@@ -248,17 +240,19 @@ def test_ready_tags_the_instance_once_jupyter_answers_and_starts_the_idle_clock(
         ][0]["InstanceId"]
         port = jupyter.url.rsplit(":", 1)[1]
         paths.config.write_text(
-            paths.config.read_text().replace("JUPYTER_PORT=8443", f"JUPYTER_PORT={port}")
+            paths.config.read_text()
+            .replace("JUPYTER_PORT=8443", f"JUPYTER_PORT={port}")
+            .replace("JUPYTER_TLS=1", f"JUPYTER_TLS={int(jupyter.url.startswith('https'))}")
             + f"INSTANCE_ID={instance_id}\nREADY_TAG={handler.READY_TAG}\n"
         )
         paths.jupyter_env.parent.mkdir(parents=True, exist_ok=True)
         paths.jupyter_env.write_text(f"JUPYTER_TOKEN={jupyter.token}\n")
-        boot.mark_wake(paths, False)
+        wake_marker.mark_wake(paths, False)
         assert boot.main(["ready"]) == 1  # this boot's wake failed: no tag
         assert not handler.is_ready(
             ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
         )
-        boot.mark_wake(paths, True)
+        wake_marker.mark_wake(paths, True)
         assert boot.main(["ready"]) == 0
         instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0][
             "Instances"
@@ -353,7 +347,7 @@ def test_a_password_record_that_does_not_match_is_checked_in_full(
     ssm.put_parameter(Name="/jod/team-pass", Value="another-password", Type="SecureString",
                       Overwrite=True)  # fmt: skip
     assert boot.main(["secrets"]) == 0
-    hashed = boot.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"]
+    hashed = layout.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"]
     assert passwd_check(hashed, "another-password")
 
 
@@ -427,11 +421,11 @@ def test_a_password_changed_in_ssm_is_hashed_anew_and_the_old_one_no_longer_matc
     ssm, paths
 ) -> None:
     assert boot.main(["secrets"]) == 0
-    first = boot.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"]
+    first = layout.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"]
     ssm.put_parameter(Name="/jod/team-pass", Value="a-new-team-password", Type="SecureString",
                       Overwrite=True)  # fmt: skip
     assert boot.main(["secrets"]) == 0
-    second = boot.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"]
+    second = layout.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"]
     assert second != first and second.startswith("argon2:")
     assert passwd_check(second, "a-new-team-password") and not passwd_check(second, PASSWORD)
 
@@ -448,7 +442,7 @@ def repo_step_ran(caplog) -> bool:
 def test_the_repo_step_is_skipped_only_when_its_inputs_and_the_clone_are_unchanged(
     ssm, paths, remote, caplog, change, tmp_path, monkeypatch
 ) -> None:
-    import boot_secrets
+    import boot_repo
     import git_autosave
 
     caplog.set_level(logging.INFO)
@@ -463,7 +457,7 @@ def test_the_repo_step_is_skipped_only_when_its_inputs_and_the_clone_are_unchang
     elif change == "repo url":
         paths.config.write_text(paths.config.read_text().replace(remote.url, remote.url + "/"))
     elif change == "code":
-        monkeypatch.setattr(boot_secrets, "REPO_CODE", ("boot_secrets.py", "boot.py"))
+        monkeypatch.setattr(boot_repo, "REPO_CODE", ("boot_repo.py", "boot.py"))
     elif change == "not-cloned marker":
         (paths.repo / ".git" / git_autosave.NOT_CLONED).write_text("x\n")
     elif change == "the clone made a symlink":

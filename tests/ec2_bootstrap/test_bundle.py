@@ -15,21 +15,15 @@ import pytest
 from moto import mock_aws
 
 import boot
+import boot_install
+import boot_sync
+import layout
+from demo import units
 from tests.infrastructure.terraform import BOOTSTRAP, BOOTSTRAP_FILESET, render_bundle
+from tests.support.ssm import PREFIX, put_bundle, put_settings, settings_for
 
-PREFIX = "/jod/bootstrap"
 SSM_STANDARD_LIMIT = 4096
-SETTINGS = {
-    "AWS_REGION": "us-east-1",
-    "TEAM_PASS_PARAMETER": "/jod/team-pass",
-    "GITHUB_TOKEN_PARAMETER": "/jod/github-token",
-    "GITHUB_REPO_URL": "https://github.com/team/notebooks.git",
-    "GITHUB_USER_NAME": "team",
-    "JUPYTER_PORT": "8443",
-    "JUPYTER_TLS": "1",
-    "IDLE_MINUTES": "40",
-    "READY_TAG": "jupyter-on-demand:ready-at",
-}
+SETTINGS = settings_for("https://github.com/team/notebooks.git", GITHUB_USER_NAME="team")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +32,7 @@ def bundle() -> dict[str, str]:
 
 
 @pytest.fixture
-def paths(tmp_path, monkeypatch) -> boot.Paths:
+def paths(tmp_path, monkeypatch) -> layout.Paths:
     (tmp_path / "bootstrap.env").write_text(
         f"AWS_REGION=us-east-1\nBOOTSTRAP_PARAMETER_PREFIX={PREFIX}\n"
     )
@@ -51,16 +45,15 @@ def paths(tmp_path, monkeypatch) -> boot.Paths:
         "JOD_SYSTEMCTL": "true",
     }.items():
         monkeypatch.setenv(key, value)
-    return boot.Paths.from_env()
+    return layout.Paths.from_env()
 
 
 @pytest.fixture
 def ssm(bundle):
     with mock_aws():
         client = boto3.client("ssm", region_name="us-east-1")
-        for name, value in bundle.items():
-            client.put_parameter(Name=f"{PREFIX}/{name}", Value=value, Type="String")
-        client.put_parameter(Name=f"{PREFIX}/settings", Value=json.dumps(SETTINGS), Type="String")
+        put_bundle(client, PREFIX, bundle)
+        put_settings(client, PREFIX, SETTINGS)
         yield client
 
 
@@ -88,28 +81,57 @@ def test_sync_installs_the_code_and_units_and_removes_the_cron_idle_check(ssm, p
     assert boot.main(["sync"]) == 0
     for name in shipped():
         assert (paths.app / name).read_text() == (BOOTSTRAP / name).read_text()
-    assert set(boot.UNITS) | set(boot.LEGACY_UNITS) == {
+    assert set(layout.UNITS) | set(boot_sync.LEGACY_UNITS) == {
         p.name for p in BOOTSTRAP.glob("*.service")
     } | {p.name for p in BOOTSTRAP.glob("*.timer")}
-    assert not set(boot.UNITS) & set(boot.LEGACY_UNITS)
-    assert not any((paths.systemd / unit).exists() for unit in boot.LEGACY_UNITS)
-    for unit in boot.UNITS:
-        assert (paths.systemd / unit).read_text() == (BOOTSTRAP / unit).read_text()
+    assert not set(layout.UNITS) & set(boot_sync.LEGACY_UNITS)
+    assert not any((paths.systemd / unit).exists() for unit in boot_sync.LEGACY_UNITS)
+    values = layout.unit_values(paths, boot_install.install_condition(paths))
+    for unit in layout.UNITS:
+        text = (paths.systemd / unit).read_text()
+        # Rendered from the bundle's template for this very layout: every process a unit starts
+        # finds the same paths (Environment=), and no placeholder is left.
+        assert text == layout.render_unit((BOOTSTRAP / unit).read_text(), values), unit
+        assert "{" not in text and "}" not in text, unit
+        if unit.endswith(".service"):
+            assert layout.Paths.from_env(units.environment(text)) == paths, unit
     assert not (paths.app / "idle-check.sh").exists()
     # Jupyter's config folder (JUPYTER_CONFIG_DIR of the unit): root's, with the marker that
     # keeps jupyter_core from writing there.
     unit = (paths.systemd / "jupyter-on-demand.service").read_text()
-    assert "Environment=JUPYTER_CONFIG_DIR=/opt/jupyter-on-demand/jupyter-config" in unit
+    assert units.environment(unit)["JUPYTER_CONFIG_DIR"] == str(paths.app / "jupyter-config")
     assert paths.jupyter_config == paths.app / "jupyter-config"
     assert (paths.jupyter_config / "migrated").is_file()
     # Compiled by root at the sync: the service user's Jupyter can't write __pycache__ there.
     import importlib.util
 
-    for name in ("jupyter_extensions", "git_autosave", "boot_secrets"):
+    for name in ("jupyter_extensions", "jupyter_activity", "git_autosave", "boot_secrets"):
         compiled = Path(importlib.util.cache_from_source(str(paths.app / f"{name}.py")))
         assert compiled.is_file(), name
         assert compiled.stat().st_uid == os.geteuid()
     assert not (paths.app / "__pycache__").stat().st_mode & 0o022
+
+
+def test_the_units_follow_a_moved_clone_home_and_user(ssm, paths, monkeypatch, tmp_path) -> None:
+    """Setting JOD_REPO_DIR (or the home, or the user) moves what every unit runs on: the flush
+    pushes the clone Jupyter serves, as the user who owns it."""
+    monkeypatch.setenv("JOD_REPO_DIR", str(tmp_path / "elsewhere" / "clone"))
+    monkeypatch.setenv("JOD_HOME", str(tmp_path / "home"))
+    moved = layout.Paths.from_env()
+    assert boot.main(["sync"]) == 0
+    flush = (moved.systemd / layout.FLUSH_UNIT).read_text()
+    assert units.command(flush, "ExecStop") == [
+        str(moved.venv_python), str(moved.app / "git_autosave.py"), "flush",
+        "--repo", str(tmp_path / "elsewhere" / "clone"), "--timeout", "60",
+    ]  # fmt: skip
+    assert ("User", moved.user) in units.directives(flush)
+    assert units.environment(flush)["HOME"] == str(tmp_path / "home")
+    jupyter = (moved.systemd / layout.JUPYTER_UNIT).read_text()
+    assert ("WorkingDirectory", str(tmp_path / "home")) in units.directives(jupyter)
+    for unit in layout.UNITS:
+        if unit.endswith(".service"):
+            text = (moved.systemd / unit).read_text()
+            assert layout.Paths.from_env(units.environment(text)).repo == moved.repo, unit
 
 
 def test_sync_twice_changes_nothing(ssm, paths) -> None:
@@ -167,7 +189,7 @@ def test_ssm_throttling_is_retried_with_backoff(ssm, paths, monkeypatch) -> None
 
     session = botocore.session.get_session()
     session.register("before-send.ssm.GetParameter", throttle)
-    monkeypatch.setattr(boot, "aws_session", lambda: session)
+    monkeypatch.setattr(boot_sync, "aws_session", lambda: session)
     assert boot.main(["sync"]) == 0
     assert calls["throttled"] == 5
     assert (paths.app / "idle_check.py").read_text() == (BOOTSTRAP / "idle_check.py").read_text()
@@ -190,7 +212,7 @@ def recording_systemctl(tmp_path: Path, monkeypatch, fail: str = "") -> Path:
     return log
 
 
-def plant_previous_ready_unit(paths: boot.Paths) -> Path:
+def plant_previous_ready_unit(paths: layout.Paths) -> Path:
     """What the previous version installed and enabled: its ready unit, linked from the target."""
     (paths.systemd / "multi-user.target.wants").mkdir(parents=True)
     old = paths.systemd / "jupyter-on-demand-ready.service"
@@ -231,5 +253,5 @@ def test_the_previous_versions_sync_finds_every_unit_it_installs_in_this_bundle(
     ITS unit list, which had jupyter-on-demand-ready.service (a KeyError would fail that wake)."""
     data = "".join(bundle[str(i)] for i in range(len(bundle) - 1))
     files = json.loads(gzip.decompress(base64.b64decode(data)))
-    for unit in (*boot.UNITS, *boot.LEGACY_UNITS):
+    for unit in (*layout.UNITS, *boot_sync.LEGACY_UNITS):
         assert unit in files, unit

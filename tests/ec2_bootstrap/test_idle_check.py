@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +14,11 @@ from pathlib import Path
 import pytest
 
 import idle_check
-import jupyter_extensions
+import idle_proc
+import idle_signals
+import jupyter_activity
+from idle_decision import Options, clock_state, parse_time
+from layout import Paths
 from tests.support.jupyter import PASSWORD, Jupyter, running_jupyter
 from tests.support.kernels import execute, start_kernel, start_terminal, terminal_input
 
@@ -62,87 +67,113 @@ def settle(seconds: float = IDLE_MINUTES * 60 + 2) -> None:
 
 def test_a_cell_executed_just_now_is_active(jupyter, tmp_path) -> None:
     kernel = start_kernel(jupyter)
-    time.sleep(jupyter_extensions.WRITE_INTERVAL_SECONDS + 0.5)  # the start is recorded; let it age
+    time.sleep(jupyter_activity.WRITE_INTERVAL_SECONDS + 0.5)  # the start is recorded; let it age
     execute(jupyter, "1 + 1", kernel_id=kernel)
     decision = check(jupyter, tmp_path / "state.json")
     assert decision["idle"] is False and decision["action"] == "none"
     assert "kernel execute_request" in decision["reason"]
 
 
-def test_a_kernel_busy_with_a_silent_sleep_longer_than_the_timeout_is_active(
-    jupyter, tmp_path
+KERNEL_SLEEP = "import time; time.sleep(120)"  # busy for two minutes, at zero CPU
+
+
+def start_work(jupyter: Jupyter, where: str, text: str) -> None:
+    """`text` run in the default kernel (a cell, not waited for) or typed in a new terminal."""
+    if where == "kernel":
+        execute(jupyter, text, wait=False)
+    else:
+        terminal_input(jupyter, start_terminal(jupyter), text)
+
+
+def has_all(*parts: str) -> str:
+    """A pattern that finds every one of `parts`, in any order."""
+    return "(?s)" + "".join(f"(?=.*{re.escape(part)})" for part in parts)
+
+
+@pytest.mark.parametrize(
+    ("work", "idle", "reason"),
+    [
+        ([("kernel", KERNEL_SLEEP)], False, has_all("busy", "kernel")),
+        ([("terminal", "sleep 300\r")], False, has_all("terminal job sleep 300")),
+        ([("terminal", "while :; do :; done\r")], False, "terminal job|CPU"),
+        (
+            [("terminal", "echo idle\r"), ("terminal", "sleep 300\r")],
+            False,
+            has_all("terminal job sleep 300"),
+        ),
+        ([("terminal", "echo hello\r")], True, None),
+    ],
+    ids=[
+        "a kernel busy with a silent sleep longer than the timeout is active",
+        "a terminal running a silent sleep is active",
+        "a terminal running a CPU loop is active",
+        "two terminals, one active, is active",
+        "a terminal idle at its prompt is idle",
+    ],
+)
+def test_work_in_kernels_and_terminals(
+    jupyter, tmp_path, work: list[tuple[str, str]], idle: bool, reason: str | None
 ) -> None:
-    execute(jupyter, "import time; time.sleep(120)", wait=False)
+    for where, text in work:
+        start_work(jupyter, where, text)
     settle()
     decision = check(jupyter, tmp_path / "state.json")
-    assert decision["idle"] is False
-    assert "busy" in decision["reason"] and "kernel" in decision["reason"]
+    assert decision["idle"] is idle, decision
+    if idle:
+        assert decision["action"] == "would-stop"
+    if reason is not None:
+        assert re.search(reason, decision["reason"]), decision["reason"]
 
 
-def test_a_busy_kernel_stuck_past_the_cap_at_zero_cpu_is_idle(jupyter, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("where", "text", "first_reason", "idle", "reason"),
+    [
+        ("kernel", KERNEL_SLEEP, None, True, has_all("ignored as stuck")),
+        (  # waits at its >>> prompt
+            "terminal", "python3 -q\r",
+            has_all("python3 -q (pid"), True, has_all("python3 -q (pid", "ignored"),
+        ),
+        (  # each `sleep` is a new job: the age belongs to the terminal, not to the job
+            "terminal", "while true; do date; sleep 1; done\r",
+            has_all("terminal job sleep 1"), True, has_all("nobody typed"),
+        ),
+        ("terminal", "python3 -c 'while True: pass'\r", None, False, has_all("python3 -c")),
+    ],
+    ids=[
+        "a busy kernel stuck past the cap at zero CPU is idle",
+        "a REPL left open in a terminal past the cap at zero CPU is idle",
+        "a sleep loop left in a terminal past the cap is idle",
+        "a training loop in a terminal past the cap is still active",
+    ],
+)  # fmt: skip
+def test_work_busy_past_the_stuck_cap(
+    jupyter, tmp_path, where: str, text: str, first_reason: str | None, idle: bool, reason: str
+) -> None:
     state = tmp_path / "state.json"
-    execute(jupyter, "import time; time.sleep(120)", wait=False)
+    start_work(jupyter, where, text)
+    if where == "terminal":
+        time.sleep(2)  # the shell has started the job
     first = check(jupyter, state, "--stuck-busy-minutes", "0.05")
-    assert first["idle"] is False  # just seen busy: it counts
+    assert first["idle"] is False, first  # just seen busy: it counts
+    if first_reason is not None:
+        assert re.search(first_reason, first["reason"]), first["reason"]
     settle()
     decision = check(jupyter, state, "--stuck-busy-minutes", "0.05")
-    assert decision["idle"] is True and decision["action"] == "would-stop"
-    assert "ignored as stuck" in decision["reason"]
+    assert decision["idle"] is idle, decision
+    if idle:
+        assert decision["action"] == "would-stop", decision
+    assert re.search(reason, decision["reason"]), decision["reason"]
 
 
-def test_a_terminal_running_a_silent_sleep_is_active(jupyter, tmp_path) -> None:
-    terminal_input(jupyter, start_terminal(jupyter), "sleep 300\r")
-    settle()
-    decision = check(jupyter, tmp_path / "state.json")
-    assert decision["idle"] is False
-    assert "terminal job sleep 300" in decision["reason"]
-
-
-def test_a_terminal_running_a_cpu_loop_is_active(jupyter, tmp_path) -> None:
-    terminal_input(jupyter, start_terminal(jupyter), "while :; do :; done\r")
-    settle()
-    decision = check(jupyter, tmp_path / "state.json")
-    assert decision["idle"] is False
-    assert "terminal job" in decision["reason"] or "CPU" in decision["reason"]
-
-
-def test_a_repl_left_open_in_a_terminal_past_the_cap_at_zero_cpu_is_idle(jupyter, tmp_path) -> None:
-    state = tmp_path / "state.json"
-    terminal_input(jupyter, start_terminal(jupyter), "python3 -q\r")  # waits at its >>> prompt
-    time.sleep(2)
-    first = check(jupyter, state, "--stuck-busy-minutes", "0.05")
-    assert first["idle"] is False and "python3 -q (pid" in first["reason"]
-    settle()
-    decision = check(jupyter, state, "--stuck-busy-minutes", "0.05")
-    assert decision["idle"] is True and decision["action"] == "would-stop"
-    assert "python3 -q (pid" in decision["reason"] and "ignored" in decision["reason"]
-
-
-def test_a_sleep_loop_left_in_a_terminal_past_the_cap_is_idle(jupyter, tmp_path) -> None:
-    """Each `sleep` is a new job: the age belongs to the terminal, not to the job."""
-    state = tmp_path / "state.json"
-    terminal_input(jupyter, start_terminal(jupyter), "while true; do date; sleep 1; done\r")
-    time.sleep(2)
-    first = check(jupyter, state, "--stuck-busy-minutes", "0.05")
-    assert first["idle"] is False and "terminal job sleep 1" in first["reason"]
-    settle()
-    decision = check(jupyter, state, "--stuck-busy-minutes", "0.05")
-    assert decision["idle"] is True and decision["action"] == "would-stop", decision
-    assert "nobody typed" in decision["reason"]
-
-
-def test_a_tty_access_time_set_in_the_future_is_ignored(tmp_path) -> None:
+def test_a_tty_access_time_set_in_the_future_is_ignored() -> None:
     controller, terminal = os.openpty()
     process = subprocess.Popen(["sleep", "30"], stdin=terminal)
     try:
         future = time.time() + 10 * 365 * 86400
         os.utime(os.ttyname(terminal), (future, time.time()))  # `touch -a -d 2036-…` on one's tty
-        checker = idle_check.Checker(
-            idle_check.Options(jupyter_url="http://127.0.0.1:1", token="", idle_seconds=60,
-                               state_file=tmp_path / "state.json")
-        )  # fmt: skip
-        assert checker.tty_atime(process.pid) is None
-        assert checker.tty_input({process.pid}) is None
+        now = datetime.now(UTC)
+        assert idle_signals.tty_atime(process.pid, now) is None
+        assert idle_signals.tty_input({process.pid}, now) is None
     finally:
         process.kill()
         process.wait()
@@ -150,39 +181,11 @@ def test_a_tty_access_time_set_in_the_future_is_ignored(tmp_path) -> None:
         os.close(terminal)
 
 
-def test_a_training_loop_in_a_terminal_past_the_cap_is_still_active(jupyter, tmp_path) -> None:
-    state = tmp_path / "state.json"
-    terminal_input(jupyter, start_terminal(jupyter), "python3 -c 'while True: pass'\r")
-    time.sleep(2)
-    check(jupyter, state, "--stuck-busy-minutes", "0.05")
-    settle()
-    decision = check(jupyter, state, "--stuck-busy-minutes", "0.05")
-    assert decision["idle"] is False
-    assert "python3 -c" in decision["reason"]
-
-
-def test_a_terminal_idle_at_its_prompt_is_idle(jupyter, tmp_path) -> None:
-    terminal_input(jupyter, start_terminal(jupyter), "echo hello\r")
-    settle()
-    decision = check(jupyter, tmp_path / "state.json")
-    assert decision["idle"] is True
-    assert decision["action"] == "would-stop"
-
-
-def test_two_terminals_one_active_is_active(jupyter, tmp_path) -> None:
-    terminal_input(jupyter, start_terminal(jupyter), "echo idle\r")
-    terminal_input(jupyter, start_terminal(jupyter), "sleep 300\r")
-    settle()
-    decision = check(jupyter, tmp_path / "state.json")
-    assert decision["idle"] is False
-    assert "terminal job sleep 300" in decision["reason"]
-
-
 def test_editing_and_saving_a_file_with_no_kernel_is_active(jupyter, tmp_path) -> None:
     assert jupyter.save("notes.md", "# notes\n").status_code in (200, 201)
     decision = check(jupyter, tmp_path / "state.json")
     assert decision["idle"] is False
-    assert "PUT /api/contents/notes.md" in decision["reason"]
+    assert "interaction in Jupyter (save notes.md)" in decision["reason"]
 
 
 def test_jupyter_killed_is_idle_after_the_timeout_and_says_why(jupyter, tmp_path) -> None:
@@ -253,7 +256,7 @@ def test_idle_gpus_do_not_keep_the_machine_awake(jupyter, tmp_path) -> None:
 
 def test_a_fresh_boot_starts_the_clock_at_boot(jupyter, tmp_path) -> None:
     decision = check(jupyter, tmp_path / "state.json", idle_minutes=10_000)
-    booted = idle_check.boot_time()
+    booted = idle_proc.boot_time()
     expected = (datetime.now(UTC) - booted).total_seconds()
     assert abs(decision["idle_seconds"] - expected) < 30
     assert "boot" in decision["reason"]
@@ -270,18 +273,26 @@ def test_it_warns_about_five_minutes_before_stopping(jupyter, tmp_path) -> None:
     assert check(jupyter, state, idle_minutes=40)["action"] == "none"  # warned once
 
 
-def test_stopping_flushes_autosave_first_then_runs_the_stop_command(jupyter, tmp_path) -> None:
-    log = tmp_path / "order.log"
-    result = subprocess.run(
+def stopping_run(
+    jupyter: Jupyter, tmp_path: Path, flush: str, stop: str
+) -> subprocess.CompletedProcess[str]:
+    """One real (not dry) run of the checker that finds the machine idle at once."""
+    return subprocess.run(
         [
             sys.executable, str(CHECKER), "--jupyter-url", jupyter.url, "--token", jupyter.token,
             "--idle-minutes", "0.01", "--state-file", str(tmp_path / "s.json"),
             "--process-root", str(jupyter.process.pid),
-            "--flush-command", f"sh -c 'echo flush >> {log}'",
-            "--stop-command", f"sh -c 'echo stop >> {log}'",
+            "--flush-command", flush, "--stop-command", stop,
         ],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
+
+
+def test_stopping_flushes_autosave_first_then_runs_the_stop_command(jupyter, tmp_path) -> None:
+    log = tmp_path / "order.log"
+    result = stopping_run(
+        jupyter, tmp_path, f"sh -c 'echo flush >> {log}'", f"sh -c 'echo stop >> {log}'"
+    )
     assert result.returncode == 0
     assert json.loads(result.stdout)["action"] == "stop"
     assert log.read_text() == "flush\nstop\n"
@@ -304,6 +315,63 @@ def test_bad_arguments_exit_non_zero(args: list[str]) -> None:
     assert "error" in result.stderr
 
 
+def test_the_command_line_defaults_are_the_options_defaults(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("JUPYTER_TOKEN", raising=False)
+    state = tmp_path / "state.json"
+    options = idle_check.parse_args(
+        ["--jupyter-url", "http://127.0.0.1:1", "--state-file", str(state)]
+    )
+    assert options == Options(jupyter_url="http://127.0.0.1:1", token="", state_file=state)
+
+
+@pytest.mark.parametrize(
+    ("flag", "field"),
+    [
+        ("--idle-minutes", "idle_seconds"),
+        ("--stuck-busy-minutes", "stuck_busy_seconds"),
+        ("--stuck-starting-minutes", "stuck_starting_seconds"),
+        ("--boot-grace-minutes", "boot_grace_seconds"),
+    ],
+)
+def test_every_limit_is_given_in_minutes(flag: str, field: str) -> None:
+    options = idle_check.parse_args(["--jupyter-url", "http://127.0.0.1:1", flag, "2.5"])
+    assert getattr(options, field) == 150
+
+
+def test_the_state_file_is_the_layouts_by_default(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("JOD_STATE_DIR", str(tmp_path))
+    options = idle_check.parse_args(["--jupyter-url", "http://127.0.0.1:1"])
+    assert options.state_file == Paths.from_env().idle_state
+    assert options.state_file.parent == tmp_path
+
+
+BOOTED = datetime(2026, 11, 28, 8, tzinfo=UTC)
+THIS_BOOT_STATE = {"boot_id": "b", "last_active": "2026-11-28T09:00:00+00:00", "reason": "x"}
+
+
+@pytest.mark.parametrize(
+    ("saved", "kept"),
+    [
+        (json.dumps(THIS_BOOT_STATE), True),
+        (json.dumps({**THIS_BOOT_STATE, "boot_id": "an earlier boot"}), False),
+        ("{not json", False),
+        ("[1, 2]", False),
+        (None, False),
+        ("symlink", False),
+    ],
+    ids=["this boot", "another boot", "corrupt", "not an object", "no file", "a symlink"],
+)
+def test_a_saved_state_counts_only_at_its_own_boot(tmp_path, saved: str | None, kept: bool) -> None:
+    path = tmp_path / "state.json"
+    if saved == "symlink":  # to a state of this boot: never read through a link
+        (tmp_path / "elsewhere.json").write_text(json.dumps(THIS_BOOT_STATE))
+        path.symlink_to(tmp_path / "elsewhere.json")
+    elif saved is not None:
+        path.write_text(saved)
+    state = idle_check.load_state(path, "b", BOOTED)
+    assert state == (THIS_BOOT_STATE if kept else clock_state("b", BOOTED, "boot"))
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -316,7 +384,7 @@ def test_bad_arguments_exit_non_zero(args: list[str]) -> None:
     ],
 )
 def test_jupyter_times_are_read_as_aware_utc(value, expected) -> None:
-    assert idle_check.parse_time(value) == expected
+    assert parse_time(value) == expected
 
 
 def test_an_open_tab_in_chromium_with_nobody_there_is_idle(jupyter, tmp_path) -> None:
@@ -335,44 +403,15 @@ def test_an_open_tab_in_chromium_with_nobody_there_is_idle(jupyter, tmp_path) ->
         time.sleep(idle_minutes * 60 + 5)
         decision = check(jupyter, state, idle_minutes=idle_minutes)
         status = jupyter.api("GET", "/api/status?no_track_activity=1").json()
-    polled = idle_check.parse_time(status["last_activity"])
+    polled = parse_time(status["last_activity"])
     assert (datetime.now(UTC) - polled).total_seconds() < idle_minutes * 60  # the tab polled
     assert decision["idle"] is True, decision["reason"]
     assert decision["action"] == "would-stop"
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "query", "status", "counts"),
-    [
-        ("PUT", "/api/contents/a.ipynb", {}, 200, True),
-        ("PATCH", "/api/contents/a.ipynb", {}, 200, True),
-        ("DELETE", "/api/contents/a.ipynb", {}, 204, True),
-        ("POST", "/api/terminals", {}, 200, True),
-        ("PUT", "/lab/api/workspaces/default", {}, 204, False),  # an open tab does this every ~10 s
-        ("PUT", "/api/contents/a.ipynb", {}, 409, False),
-        ("GET", "/api/contents/", {"content": [b"1"]}, 200, False),  # the file browser's polling
-        ("GET", "/api/contents/a.ipynb", {"type": [b"notebook"], "content": [b"1"]}, 200, True),
-        ("GET", "/api/contents/a.ipynb", {"type": [b"notebook"], "content": [b"0"]}, 200, False),
-        ("GET", "/api/kernels", {}, 200, False),
-        ("POST", "/login", {}, 302, False),
-    ],
-)
-def test_which_requests_count_as_interaction(method, path, query, status, counts) -> None:
-    assert bool(jupyter_extensions.is_interaction(method, path, query, status)) is counts
-
-
 def test_a_flush_that_cannot_even_run_never_blocks_the_stop(jupyter, tmp_path) -> None:
     log = tmp_path / "stopped"
-    result = subprocess.run(
-        [
-            sys.executable, str(CHECKER), "--jupyter-url", jupyter.url, "--token", jupyter.token,
-            "--idle-minutes", "0.01", "--state-file", str(tmp_path / "s.json"),
-            "--process-root", str(jupyter.process.pid),
-            "--flush-command", "/nonexistent/flush",
-            "--stop-command", f"touch {log}",
-        ],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = stopping_run(jupyter, tmp_path, "/nonexistent/flush", f"touch {log}")
     assert result.returncode == 0
     assert "autosave flush failed (FileNotFoundError" in result.stderr
     assert log.exists()

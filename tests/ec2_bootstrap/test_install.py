@@ -15,6 +15,11 @@ from pathlib import Path
 import pytest
 
 import boot
+import boot_install
+import boot_ready
+import boot_sync
+import boot_wake
+import layout
 from tests.support.system_python import SYSTEM_PYTHON, system_python_version
 
 BOOTSTRAP = Path(boot.__file__).resolve().parent
@@ -99,7 +104,7 @@ def test_a_dpkg_lock_held_by_unattended_upgrades_is_waited_for_and_retried(
     tools = fake_tools(tmp_path / "bin", apt_failures=2)
     monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin")
     monkeypatch.setenv("JOD_RETRY_SECONDS", "0.01")
-    boot.ensure_packages()
+    boot_install.ensure_packages()
     calls = (tools / "apt-calls").read_text().splitlines()
     assert len(calls) == 4  # update fails twice, then update and install
     assert all("DPkg::Lock::Timeout=300" in call for call in calls)
@@ -143,9 +148,9 @@ def test_an_installed_instance_returns_at_once_and_a_changed_requirement_reinsta
     tools, app = install_env(tmp_path, monkeypatch)
     (app / "venv" / "bin").mkdir(parents=True)
     (app / "venv" / "bin" / "python").write_text("")
-    paths = boot.Paths.from_env()
+    paths = layout.Paths.from_env()
     paths.state.mkdir()
-    paths.install_stamp.write_text(boot.venv_inputs(paths, {}))
+    paths.install_stamp.write_text(boot_install.venv_inputs(paths, {}))
     assert boot.main(["install"]) == 0
     assert not (tools / "apt-calls").exists()
     (app / "requirements.txt").write_text("jupyterlab==4.7.0\n")
@@ -153,9 +158,9 @@ def test_an_installed_instance_returns_at_once_and_a_changed_requirement_reinsta
     assert (tools / "apt-calls").exists()
 
 
-def install_unit_runs(paths: boot.Paths) -> bool:
+def install_unit_runs(paths: layout.Paths) -> bool:
     """The install unit's ExecCondition= (its script, for these paths): exit 0 runs the unit."""
-    result = subprocess.run(["/bin/sh", "-c", boot.install_condition(paths)], capture_output=True,
+    result = subprocess.run(["/bin/sh", "-c", boot_install.install_condition(paths)], capture_output=True,
                             text=True, check=False)  # fmt: skip
     assert result.returncode in (0, 1), result
     return result.returncode == 0
@@ -171,10 +176,10 @@ def test_an_unchanged_install_is_not_even_started_and_any_changed_input_starts_i
     (app / "venv" / "bin").mkdir(parents=True)
     (app / "venv" / "bin" / "python").symlink_to(SYSTEM_PYTHON)
     (app / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
-    paths = boot.Paths.from_env()
+    paths = layout.Paths.from_env()
     assert install_unit_runs(paths)  # never checked: the first boot
     paths.state.mkdir()
-    paths.install_stamp.write_text(boot.venv_inputs(paths, {}))
+    paths.install_stamp.write_text(boot_install.venv_inputs(paths, {}))
     assert boot.main(["install"]) == 0  # the Python check: already installed
     assert not (tools / "apt-calls").exists()
     assert not install_unit_runs(paths)  # the next wake skips it
@@ -194,14 +199,12 @@ def test_an_unchanged_install_is_not_even_started_and_any_changed_input_starts_i
         assert install_unit_runs(paths)  # and is tried again at the next boot
 
 
-def test_the_install_units_condition_is_boot_pys(monkeypatch) -> None:
-    for key in [key for key in os.environ if key.startswith("JOD_")]:
-        monkeypatch.delenv(key)
-    defaults = boot.Paths.from_env()  # the instance's paths
-    script = boot.install_condition(defaults).replace("$", "$$")
-    assert unit("jupyter-on-demand-install.service").get("Service", "ExecCondition") == (
-        f"/bin/sh -c '{script}'"
-    )
+def test_the_install_units_condition_is_boot_pys() -> None:
+    template = (BOOTSTRAP / f"{layout.INSTALL_UNIT}{layout.TEMPLATE_SUFFIX}").read_text()
+    assert "\nExecCondition=/bin/sh -c '{install_condition}'\n" in template
+    defaults = layout.Paths.from_env({})  # the instance's paths
+    script = boot_install.install_condition(defaults).replace("$", "$$")  # systemd's escape
+    assert unit(layout.INSTALL_UNIT).get("Service", "ExecCondition") == f"/bin/sh -c '{script}'"
 
 
 @pytest.mark.parametrize("step", boot.STEPS)
@@ -261,6 +264,8 @@ def test_the_units_run_only_steps_boot_py_knows() -> None:
 
 
 def unit(name: str) -> configparser.ConfigParser:
+    """The unit as the instance gets it: its template rendered for the default layout, which the
+    unit file beside it is (test_user_data.py keeps it so)."""
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read(BOOTSTRAP / name)
@@ -474,17 +479,16 @@ def test_the_first_install_runs_before_config_env_exists_with_the_sites_settings
 
 
 def test_the_wake_process_tags_the_instance_ready_and_no_unit_of_its_own_does() -> None:
-    """One Python for the boot steps: the ready step is the wake's end (boot.ready_after_wake),
+    """One Python for the boot steps: the ready step is the wake's end (boot_wake.ready_after_wake),
     not a second venv Python importing botocore again. The unit's timeout covers both parts; a
     failed tag after the marker is a success of the unit (BindsTo= would stop Jupyter); Jupyter
     is not ordered after the wake, whose process now waits for Jupyter's answer (a deadlock)."""
-    import boot_secrets
 
-    assert "jupyter-on-demand-ready.service" not in boot.UNITS + boot.ENABLED
-    assert "jupyter-on-demand-ready.service" in boot.LEGACY_UNITS
+    assert "jupyter-on-demand-ready.service" not in layout.UNITS + layout.ENABLED
+    assert "jupyter-on-demand-ready.service" in boot_sync.LEGACY_UNITS
     secrets = unit("jupyter-on-demand-secrets.service")
-    assert secrets.get("Service", "SuccessExitStatus").split() == [str(boot.READY_FAILED_EXIT)]
-    assert int(secrets.get("Service", "TimeoutStartSec")) >= 900 + boot_secrets.READY_TIMEOUT
+    assert secrets.get("Service", "SuccessExitStatus").split() == [str(boot_wake.READY_FAILED_EXIT)]
+    assert int(secrets.get("Service", "TimeoutStartSec")) >= 900 + boot_ready.READY_TIMEOUT
     jupyter = unit("jupyter-on-demand.service")
     assert "jupyter-on-demand-secrets.service" not in words(jupyter, "Unit", "After")
     assert "jupyter-on-demand-secrets.service" not in words(jupyter, "Unit", "Requires")
@@ -493,4 +497,4 @@ def test_the_wake_process_tags_the_instance_ready_and_no_unit_of_its_own_does() 
     assert retired.get("Service", "ExecStart") == "/bin/true"
     assert not {"ExecStartPre", "ExecStartPost", "ExecStop"} & set(retired["Service"])
     # Nothing starts it: the first install starts Jupyter and the flush unit (the wake with them).
-    assert (BOOTSTRAP / "boot.py").read_text().count('"jupyter-on-demand-ready.service"') == 1
+    assert (BOOTSTRAP / "boot_sync.py").read_text().count('"jupyter-on-demand-ready.service"') == 1

@@ -9,7 +9,6 @@ import os
 import re
 import secrets
 import shlex
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+import layout
 from tests.support.jupyter import (
     CONFIG,
     PASSWORD,
@@ -26,8 +26,11 @@ from tests.support.jupyter import (
     Jupyter,
     free_port,
     hashed,
+    jupyter_folders,
     login,
     running_jupyter,
+    start_in_session,
+    stop_process_group,
     wait_until_up,
 )
 from tests.support.kernels import execute
@@ -110,15 +113,22 @@ def test_kernels_do_not_inherit_the_password_hash_or_the_token(tmp_path) -> None
         assert "JUPYTER_TOKEN" not in names and "JUPYTER_HASHED_PASSWORD" not in names
 
 
+def rendered_unit() -> list[str]:
+    """The unit's lines as `boot.py sync` renders its template for the instance's default layout."""
+    values = layout.unit_values(layout.Paths.from_env({}), install_condition="")
+    return layout.render_unit(UNIT.read_text(), values).splitlines()
+
+
 def unit_environment() -> dict[str, str]:
-    unit = UNIT.read_text()
-    pairs = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("Environment=")]
-    return dict(pair.split("=", 1) for pair in pairs)
+    """The variables of the unit's Environment= lines (one line may set several, quoted)."""
+    values = [line.removeprefix("Environment=") for line in rendered_unit()
+              if line.startswith("Environment=")]  # fmt: skip
+    return dict(pair.split("=", 1) for value in values for pair in shlex.split(value))
 
 
 def unit_command() -> list[str]:
     """The unit's ExecStart, with the instance's paths mapped to this checkout and this venv."""
-    line = next(line for line in UNIT.read_text().splitlines() if line.startswith("ExecStart="))
+    line = next(line for line in rendered_unit() if line.startswith("ExecStart="))
     venv_bin = f"{Path(sys.executable).parent}/"
     return [
         word.replace(f"{APP_DIR}venv/bin/", venv_bin).replace(APP_DIR, f"{BOOTSTRAP}/")
@@ -138,38 +148,19 @@ def running_unit(work: Path, env: dict[str, str] | None = None) -> Iterator[Jupy
         "JUPYTER_ROOT_DIR": str(work / "root"),
         "JUPYTER_TOKEN": token,
         "JUPYTER_HASHED_PASSWORD": hashed(),
-        "JUPYTER_ACTIVITY_FILE": str(work / "activity.json"),
-        "JUPYTER_CONFIG_DIR": str(work / "config"),
-        "JUPYTER_DATA_DIR": str(work / "data"),
-        "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-        "PYTHONUNBUFFERED": "1",
+        **jupyter_folders(work),
         **(env or {}),
     }
     for name in ("JUPYTER_CERTFILE", "JUPYTER_KEYFILE"):
         environment.pop(name, None)
     log = work / "jupyter.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*unit_command(), "--no-browser", *ROOT_FLAG],
-            cwd=work,
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = start_in_session([*unit_command(), "--no-browser", *ROOT_FLAG], environment, log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, token, process, log)
         yield Jupyter(url, token, work / "root", work / "activity.json", process, log)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        stop_process_group(process)
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +190,14 @@ def test_the_unit_starts_only_the_server_extensions_the_team_uses(unit_jupyter) 
         "jupyterlab",
         "jupyter_server_terminals",
     }
+
+
+def test_the_unit_records_every_kind_of_interaction_it_knows(unit_jupyter) -> None:
+    """The extension listens to each event and wraps each method (jupyter_activity) in the server
+    the unit starts too, where jupyter_extensions.py is also the process's __main__."""
+    logs = unit_jupyter.logs()
+    assert "jupyter-on-demand: recording real interaction in" in logs
+    assert "goes unrecorded" not in logs
 
 
 def test_no_language_server_api_is_served(unit_jupyter) -> None:

@@ -30,7 +30,7 @@ import boto3
 import pytest
 import requests
 
-import boot
+import boot_wake
 import idle_check
 from demo.git_remote import GitRemote
 from layout import Paths, read_config
@@ -75,7 +75,7 @@ class Instance:
 
     def step(self, name: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
         # The wake ends by waiting for Jupyter's answer; here no Jupyter runs yet: `ready` is
-        # run on its own once this test's Jupyter runs (the same code, boot_secrets.announce_ready).
+        # run on its own once this test's Jupyter runs (the same code, boot_ready.announce_ready).
         wake = {"JOD_READY_TIMEOUT": "0"} if name == "wake" else {}
         result = subprocess.run(
             [str(self.python), str(BOOTSTRAP / "boot.py"), name],
@@ -86,7 +86,7 @@ class Instance:
             check=False,
         )
         if check:
-            ok = (0, boot.READY_FAILED_EXIT) if name == "wake" else (0,)
+            ok = (0, boot_wake.READY_FAILED_EXIT) if name == "wake" else (0,)
             assert result.returncode in ok, f"boot.py {name}:\n{result.stderr}"
         return result
 

@@ -18,30 +18,25 @@ from moto import mock_aws
 from traitlets.config import Config
 
 import boot
-import boot_secrets
+import boot_repo
+import boot_sync
+import boot_wake
+import layout
 from demo.git_remote import GitRemote
 from layout import BootError, read_config
 from tests.infrastructure.terraform import render_bundle
+from tests.support.ssm import (
+    PREFIX,
+    moto_ssm_server,
+    put_bundle,
+    put_secrets,
+    put_settings,
+    settings_for,
+)
 
-PREFIX = "/jod/bootstrap"
 PASSWORD = "the-team-password"
 TOKEN = "ghp_settings_test_token_0123456789"
 BOOTSTRAP = Path(boot.__file__).resolve().parent
-
-
-def settings_for(remote_url: str, **changes: str) -> dict[str, str]:
-    return {
-        "AWS_REGION": "us-east-1",
-        "TEAM_PASS_PARAMETER": "/jod/team-pass",
-        "GITHUB_TOKEN_PARAMETER": "/jod/github-token",
-        "GITHUB_REPO_URL": remote_url,
-        "GITHUB_USER_NAME": "autosave",
-        "JUPYTER_PORT": "8443",
-        "JUPYTER_TLS": "1",
-        "IDLE_MINUTES": "40",
-        "READY_TAG": "jupyter-on-demand:ready-at",
-        **changes,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -60,29 +55,22 @@ def remote(tmp_path):
 def ssm(bundle, remote):
     with mock_aws():
         client = boto3.client("ssm", region_name="us-east-1")
-        client.put_parameter(Name="/jod/team-pass", Value=PASSWORD, Type="SecureString")
-        client.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
-        for name, value in bundle.items():
-            client.put_parameter(Name=f"{PREFIX}/{name}", Value=value, Type="String")
-        put_settings(client, settings_for(remote.url))
+        put_secrets(client, PASSWORD, TOKEN)
+        put_bundle(client, PREFIX, bundle)
+        put_settings(client, PREFIX, settings_for(remote.url))
         yield client
-
-
-def put_settings(ssm, settings: dict[str, str] | str) -> None:
-    value = settings if isinstance(settings, str) else json.dumps(settings)
-    ssm.put_parameter(Name=f"{PREFIX}/settings", Value=value, Type="String", Overwrite=True)
 
 
 @pytest.fixture(autouse=True)
 def no_jupyter_to_wait_for(monkeypatch) -> None:
     """The wake's own part is what these tests check; its end (the ready tag once Jupyter
     answers) is test_wake_wait.py's: no Jupyter runs here, so it gives up at once."""
-    monkeypatch.setattr(boot, "ready_after_wake", lambda paths: 0)
+    monkeypatch.setattr(boot_wake, "ready_after_wake", lambda paths: 0)
     monkeypatch.setenv("JOD_READY_TIMEOUT", "0")
 
 
 @pytest.fixture
-def paths(tmp_path, monkeypatch) -> boot.Paths:
+def paths(tmp_path, monkeypatch) -> layout.Paths:
     """The instance as user_data leaves it: bootstrap.env, no config.env yet."""
     etc = tmp_path / "etc"
     etc.mkdir()
@@ -104,7 +92,7 @@ def paths(tmp_path, monkeypatch) -> boot.Paths:
     }.items():
         monkeypatch.setenv(key, value)
     (tmp_path / "home").mkdir()
-    return boot.Paths.from_env()
+    return layout.Paths.from_env()
 
 
 def mode(path: Path) -> int:
@@ -126,7 +114,7 @@ def test_sync_writes_config_env_from_the_settings_parameter(ssm, paths, remote) 
 
 def test_fetch_settings_returns_the_parameter_as_terraform_wrote_it(ssm, remote) -> None:
     config = {"AWS_REGION": "us-east-1", "BOOTSTRAP_PARAMETER_PREFIX": PREFIX}
-    assert boot.fetch_settings(config) == settings_for(remote.url)
+    assert boot_sync.fetch_settings(config) == settings_for(remote.url)
 
 
 def test_site_settings_in_local_env_are_merged_last(ssm, paths) -> None:
@@ -146,19 +134,9 @@ def test_local_env_reaches_ssm_itself_as_the_vm_test_injects_its_endpoint(
     bundle, paths, remote, monkeypatch
 ) -> None:
     """The VM test's endpoint and credentials come from local.env alone, not the environment."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
-        client = boto3.client(
-            "ssm", region_name="us-east-1", endpoint_url=endpoint,
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
-        for name, value in bundle.items():
-            client.put_parameter(Name=f"{PREFIX}/{name}", Value=value, Type="String")
-        put_settings(client, settings_for(remote.url, IDLE_MINUTES="7"))
+    with moto_ssm_server() as (endpoint, client):
+        put_bundle(client, PREFIX, bundle)
+        put_settings(client, PREFIX, settings_for(remote.url, IDLE_MINUTES="7"))
         for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             monkeypatch.delenv(key, raising=False)
         paths.local_env.write_text(
@@ -166,15 +144,13 @@ def test_local_env_reaches_ssm_itself_as_the_vm_test_injects_its_endpoint(
             "AWS_SECRET_ACCESS_KEY=testing\nINSTANCE_ID=i-0123456789abcdef0\n"
         )
         assert boot.main(["sync"]) == 0
-    finally:
-        server.stop()
     config = read_config(paths.config)
     assert config["IDLE_MINUTES"] == "7"
     assert config["AWS_ENDPOINT_URL"] == endpoint
     assert config["INSTANCE_ID"] == "i-0123456789abcdef0"
 
 
-def jupyter_settings(paths: boot.Paths) -> Config:
+def jupyter_settings(paths: layout.Paths) -> Config:
     """What jupyter_server_config.py makes of the environment jupyter-on-demand.service gives it
     (EnvironmentFile= config.env, then secrets/jupyter.env)."""
     env = {**read_config(paths.config), **read_config(paths.jupyter_env)}
@@ -199,6 +175,7 @@ def test_changed_settings_take_effect_at_the_next_boot(ssm, paths, remote, caplo
     try:
         put_settings(
             ssm,
+            PREFIX,
             settings_for(other.url, JUPYTER_PORT="9443", IDLE_MINUTES="15", JUPYTER_TLS="0"),
         )
         assert boot.main(["wake"]) == 0  # the next boot, nothing else changed
@@ -208,7 +185,7 @@ def test_changed_settings_take_effect_at_the_next_boot(ssm, paths, remote, caplo
         assert paths.credentials.read_text() == other.credential_line()
         # The work folder is the team's clone with their work: never switched under them.
         assert f"is a clone of {remote.url}, but the settings name {other.url}" in caplog.text
-        assert boot_secrets.origin_url(paths.repo) == remote.url
+        assert boot_repo.origin_url(paths.repo) == remote.url
         jupyter = jupyter_settings(paths)
         assert jupyter.ServerApp.port == 9443
         assert "certfile" not in jupyter.ServerApp  # TLS off
@@ -271,9 +248,9 @@ def test_malformed_settings_are_refused_with_what_is_wrong(
     elif "=" in value and not value.startswith(("[", "{")):
         key, item = value.split("=", 1)
         value = json.dumps({**settings, key: item})
-    put_settings(ssm, value)
+    put_settings(ssm, PREFIX, value)
     with pytest.raises(BootError, match=message):
-        boot.fetch_settings({"AWS_REGION": "us-east-1", "BOOTSTRAP_PARAMETER_PREFIX": PREFIX})
+        boot_sync.fetch_settings({"AWS_REGION": "us-east-1", "BOOTSTRAP_PARAMETER_PREFIX": PREFIX})
     assert boot.main(["sync"]) == 1
     assert not paths.config.exists()
     assert f"{PREFIX}/settings" in caplog.text
@@ -311,26 +288,15 @@ def test_new_code_from_ssm_runs_the_rest_of_the_same_wake(paths, remote, tmp_pat
     import subprocess
     import sys
 
-    from moto.server import ThreadedMotoServer
-
     new = tmp_path / "new"
     shutil.copytree(BOOTSTRAP, new, ignore=shutil.ignore_patterns("__pycache__"))
     with (new / "boot_secrets.py").open("a") as handle:
         handle.write('\nlogger.info("the new boot_secrets runs")\n')
     shutil.copytree(BOOTSTRAP, paths.app, ignore=shutil.ignore_patterns("__pycache__"))
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
-        client = boto3.client(
-            "ssm", region_name="us-east-1", endpoint_url=endpoint,
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
-        client.put_parameter(Name="/jod/team-pass", Value=PASSWORD, Type="SecureString")
-        client.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
-        for name, value in render_bundle(new).items():
-            client.put_parameter(Name=f"{PREFIX}/{name}", Value=value, Type="String")
-        put_settings(client, settings_for(remote.url))
+    with moto_ssm_server() as (endpoint, client):
+        put_secrets(client, PASSWORD, TOKEN)
+        put_bundle(client, PREFIX, render_bundle(new))
+        put_settings(client, PREFIX, settings_for(remote.url))
         paths.local_env.write_text(
             f"AWS_ENDPOINT_URL={endpoint}\nAWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n"
         )
@@ -340,7 +306,7 @@ def test_new_code_from_ssm_runs_the_rest_of_the_same_wake(paths, remote, tmp_pat
                 [sys.executable, str(paths.app / "boot.py"), "wake"],
                 env=dict(os.environ), capture_output=True, text=True, timeout=300, check=False,
             )  # fmt: skip
-            assert result.returncode in (0, boot.READY_FAILED_EXIT), result.stderr
+            assert result.returncode in (0, boot_wake.READY_FAILED_EXIT), result.stderr
             assert "JUPYTER-ON-DEMAND WAKE DONE" in result.stderr
             return result.stderr
 
@@ -352,8 +318,6 @@ def test_new_code_from_ssm_runs_the_rest_of_the_same_wake(paths, remote, tmp_pat
         second = wake()  # nothing new: no second exec
         assert "the wake goes on in the new code" not in second, second
         assert second.count("the new boot_secrets runs") == 1, second
-    finally:
-        server.stop()
 
 
 def ssm_actions_called(source: str) -> set[str]:
@@ -365,15 +329,16 @@ def ssm_actions_called(source: str) -> set[str]:
 def test_the_instance_role_allows_every_ssm_call_the_boot_steps_make() -> None:
     """Contract with infrastructure/iam.tf. The boot steps read the manifest and the settings
     with GetParameter, and the bundle's chunks and both secrets ten a call with GetParameters
-    (boot.get_parameters): the instance role must grant GetParameters on the code prefix and on
+    (boot_sync.get_parameters): the instance role must grant GetParameters on the code prefix and on
     the two secrets. moto doesn't enforce IAM; AWS would refuse."""
     from tests.infrastructure.terraform import blocks
 
-    assert ssm_actions_called((BOOTSTRAP / "boot.py").read_text()) == {
+    assert ssm_actions_called((BOOTSTRAP / "boot_sync.py").read_text()) == {
         "ssm:GetParameter",
         "ssm:GetParameters",
     }
-    assert ssm_actions_called((BOOTSTRAP / "boot_secrets.py").read_text()) == set()
+    for name in ("boot.py", "boot_install.py", "boot_secrets.py", "boot_repo.py", "boot_ready.py"):
+        assert ssm_actions_called((BOOTSTRAP / name).read_text()) == set(), name
     assert "get_parameters(ssm, " in (BOOTSTRAP / "boot_secrets.py").read_text()
     needed = {
         "ReadItsCode": {"ssm:GetParameter", "ssm:GetParameters"},
@@ -390,17 +355,9 @@ def test_the_instance_role_allows_every_ssm_call_the_boot_steps_make() -> None:
         assert actions <= granted, f"iam.tf {sid} grants {sorted(granted)}, not {sorted(actions)}"
 
 
-def test_the_settings_boot_py_checks_are_those_terraform_writes() -> None:
-    """Contract with infrastructure/locals.tf instance_config (the settings parameter's value)."""
-    from tests.infrastructure.terraform import SETTINGS_KEYS, locals_, unwrap
-
-    written = set(unwrap(locals_()["instance_config"]))
-    assert set(boot.SETTINGS) == written == set(SETTINGS_KEYS)
-
-
 def test_a_settings_value_as_terraform_encodes_it_passes_the_checks(remote) -> None:
     from tests.infrastructure.terraform import render_settings
 
     settings = settings_for(remote.url, IDLE_MINUTES="0.5")
     value = render_settings(settings)  # jsonencode's text, as SSM holds it
-    assert boot.check_settings(value, f"{PREFIX}/settings") == settings
+    assert layout.check_settings(json.loads(value), f"{PREFIX}/settings") == settings

@@ -12,10 +12,13 @@ import sys
 import pytest
 import yaml
 
+import layout
 from tests.infrastructure.terraform import (
     BOOTSTRAP,
+    COMMENT_LINE,
+    COMMENT_LINE_HCL,
+    INFRA,
     USER_DATA_FILES,
-    USER_DATA_UNITS,
     render_template,
 )
 
@@ -40,19 +43,53 @@ def test_gzipped_user_data_fits_the_ec2_limit(user_data: str) -> None:
 def test_the_installer_files_are_shipped_byte_for_byte(user_data: str) -> None:
     document = yaml.safe_load(user_data)
     written = {entry["path"]: entry["content"] for entry in document["write_files"]}
+    defaults = layout.Paths.from_env({})  # cloud-init writes to the default layout
+    app, systemd = defaults.app, defaults.systemd
     for name in USER_DATA_FILES:
-        assert written[f"/opt/jupyter-on-demand/{name}"] == (BOOTSTRAP / name).read_text(), name
-    for name in USER_DATA_UNITS:
-        assert written[f"/etc/systemd/system/{name}"] == (BOOTSTRAP / name).read_text(), name
+        shipped, source = written[f"{app}/{name}"], (BOOTSTRAP / name).read_text()
+        if name == "requirements.txt":  # whole: the install's fingerprint hashes it
+            assert shipped == source
+            continue
+        # Without its full-line comments (EC2's cap), and nothing else.
+        assert shipped == COMMENT_LINE.sub("", source), name
+        if name.endswith(".py"):  # the same program: the same syntax tree, docstrings included
+            assert ast.dump(ast.parse(shipped)) == ast.dump(ast.parse(source)), name
+        assert not any(line.lstrip().startswith("#") for line in shipped.splitlines()[1:]), name
     bootstrap = written["/etc/jupyter-on-demand/bootstrap.env"]
     assert bootstrap == "".join(f"{k}={v}\n" for k, v in sorted(BOOTSTRAP_ENV.items()))  # sorted
     # boot.py writes config.env from the settings in SSM: a setting never changes user_data.
     assert "/etc/jupyter-on-demand/config.env" not in written
+    # The idle stop's and the install's units, as the sync renders them for the default layout
+    # (the unit files beside their templates), without comments: nothing to run before them.
+    for name in layout.USER_DATA_UNITS:
+        source = (BOOTSTRAP / name).read_text()
+        assert written[f"{systemd}/{name}"] == COMMENT_LINE.sub("", source), name
     assert {entry["path"] for entry in document["write_files"]} == {
         "/etc/jupyter-on-demand/bootstrap.env",
-        *(f"/opt/jupyter-on-demand/{name}" for name in USER_DATA_FILES),
-        *(f"/etc/systemd/system/{name}" for name in USER_DATA_UNITS),
+        *(f"{app}/{name}" for name in USER_DATA_FILES),
+        *(f"{systemd}/{name}" for name in layout.USER_DATA_UNITS),
     }
+
+
+def test_the_unit_files_are_their_templates_rendered_for_the_default_layout() -> None:
+    """What user_data writes and an older version's sync installs by these names; `boot.py
+    sync` renders the templates for its layout, which on an instance is this one."""
+    import boot_install
+
+    defaults = layout.Paths.from_env({})
+    values = layout.unit_values(defaults, boot_install.install_condition(defaults))
+    for name in layout.UNITS:
+        template = (BOOTSTRAP / f"{name}{layout.TEMPLATE_SUFFIX}").read_text()
+        assert (BOOTSTRAP / name).read_text() == layout.render_unit(name, template, values), (
+            f"ec2_bootstrap/{name} is out of date: run `make units`"
+        )
+
+
+def test_the_tests_strip_comments_as_locals_tf_does() -> None:
+    assert re.search(
+        rf'\n\s*comment_line\s*=\s*"{re.escape(COMMENT_LINE_HCL)}"\n',
+        (INFRA / "locals.tf").read_text(),
+    )
 
 
 def test_user_data_starts_the_idle_stop_first_then_the_retried_install_unit(
@@ -81,13 +118,21 @@ def imported_modules(nodes: list[ast.stmt] | ast.AST) -> set[str]:
 def test_what_runs_on_the_system_python_needs_only_the_standard_library() -> None:
     """user_data's installer runs before any venv exists (its boto3 is imported inside the
     functions that run in the venv); the idle checker always runs on the system Python."""
-    ours = {"layout", "__future__", "boot_secrets"}
-    for name, scope in (("boot.py", "module"), ("layout.py", "all"), ("idle_check.py", "all")):
+    ours = {"__future__", "boot", "boot_install", "boot_sync", "layout", "rootfs"}
+    idle_checker = [path.name for path in BOOTSTRAP.glob("idle_*.py")]
+    assert "idle_check.py" in idle_checker
+    ours |= {name.removesuffix(".py") for name in idle_checker}
+    installer = [name for name in USER_DATA_FILES if name.endswith(".py")]
+    for name, scope in [*((n, "module") for n in installer), *((n, "all") for n in idle_checker)]:
         tree = ast.parse((BOOTSTRAP / name).read_text())
         modules = imported_modules(tree.body if scope == "module" else tree)
         outside = {m for m in modules if m not in sys.stdlib_module_names and m not in ours}
         assert not outside, f"{name} imports {outside}"
-    service = (BOOTSTRAP / "jupyter-on-demand-idle.service").read_text()
+    # What the installer imports at module level, user_data ships (the bundle isn't there yet).
+    for name in installer:
+        module_level = imported_modules(ast.parse((BOOTSTRAP / name).read_text()).body) & ours
+        assert {f"{m}.py" for m in module_level - {"__future__"}} <= set(installer), name
+    service = (BOOTSTRAP / layout.IDLE_SERVICE).read_text()
     assert "ExecStart=/usr/bin/python3 /opt/jupyter-on-demand/idle_check.py --instance" in service
     assert "ExecStopPost=/bin/bash /opt/jupyter-on-demand/idle-failsafe.sh" in service
     for dependency in ("Requires=", "After=", "EnvironmentFile=", "/venv/"):

@@ -9,7 +9,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,11 +19,23 @@ import pytest
 from moto import mock_aws
 
 import boot
+import boot_wake
 import idle_check
 import layout
+import rootfs
+import wake_marker
 from demo.git_remote import GitRemote
 from tests.ec2_bootstrap.test_jupyter_config import UNIT, unit_command
-from tests.support.jupyter import ROOT_FLAG, free_port, hashed, login, wait_until_up
+from tests.support.jupyter import (
+    ROOT_FLAG,
+    free_port,
+    hashed,
+    jupyter_folders,
+    login,
+    start_in_session,
+    stop_process_group,
+    wait_until_up,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root's marker: runs as root, as CI")
 
@@ -44,9 +55,9 @@ def paths(tmp_path, monkeypatch) -> layout.Paths:
 
 def write_wake_output(paths: layout.Paths, port: int, password: str, token: str) -> None:
     """What a wake writes: config.env and Jupyter's env file (as root, 0644 and 0640)."""
-    layout.write_file(paths.config, f"JUPYTER_PORT={port}\nJUPYTER_TLS=0\n", 0o644)
+    rootfs.write_file(paths.config, f"JUPYTER_PORT={port}\nJUPYTER_TLS=0\n", 0o644)
     root_dir = paths.config.parent.parent / "root"
-    layout.write_file(
+    rootfs.write_file(
         paths.jupyter_env,
         f"JUPYTER_HASHED_PASSWORD={hashed(password)}\nJUPYTER_TOKEN={token}\n"
         f"JUPYTER_ROOT_DIR={root_dir}\n",
@@ -69,25 +80,14 @@ def waiting_jupyter(paths: layout.Paths, timeout: float = 120) -> Iterator[subpr
         "JOD_WAKE_TIMEOUT": str(timeout),
         "JUPYTER_IP": "127.0.0.1",
         "JUPYTER_AUTOSAVE": "0",
-        "JUPYTER_CONFIG_DIR": str(work / "config"),
-        "JUPYTER_DATA_DIR": str(work / "data"),
-        "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
-        "JUPYTER_ACTIVITY_FILE": str(work / "activity.json"),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-        "PYTHONUNBUFFERED": "1",
+        **jupyter_folders(work),
     }
     log = work / "jupyter.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*unit_command(), "--no-browser", *ROOT_FLAG],
-            cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    process = start_in_session([*unit_command(), "--no-browser", *ROOT_FLAG], env, log)
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        stop_process_group(process)
 
 
 def listening(port: int) -> bool:
@@ -119,7 +119,7 @@ def test_jupyter_started_before_the_wake_serves_only_after_it_with_the_password_
         assert idle_check.JUPYTER_SERVER.search(cmdline)
         # The wake: the new settings and password, then root's marker of this boot.
         write_wake_output(paths, port, "the-new-password", token)
-        boot.mark_wake(paths, True)
+        wake_marker.mark_wake(paths, True)
         url = f"http://127.0.0.1:{port}"
         wait_until_up(url, token, process, log, timeout=60)
         assert login(url, "the-new-password").get(f"{url}/api/status").status_code == 200
@@ -132,18 +132,18 @@ def test_jupyter_started_before_the_wake_serves_only_after_it_with_the_password_
 def test_a_marker_that_is_not_roots_of_this_boot_never_starts_jupyter(paths, marker) -> None:
     port = free_port()
     write_wake_output(paths, port, "the-team-password", "token")
-    boot.mark_wake(paths, None)
-    this_boot = layout.current_boot_id()
+    wake_marker.mark_wake(paths, None)
+    this_boot = wake_marker.current_boot_id()
     if marker == "another boot's":
-        layout.write_file(paths.wake_marker, "0f0f0f0f-0000-4000-8000-000000000000\n", 0o644)
+        rootfs.write_file(paths.wake_marker, "0f0f0f0f-0000-4000-8000-000000000000\n", 0o644)
     elif marker == "planted by the service user":
-        layout.write_file(paths.wake_marker, f"{this_boot}\n", 0o644, (65534, 65534))
+        rootfs.write_file(paths.wake_marker, f"{this_boot}\n", 0o644, (65534, 65534))
     elif marker == "a symlink":
         paths.wake_marker.symlink_to("/proc/sys/kernel/random/boot_id")
     else:
-        layout.write_file(paths.wake_marker, f"{this_boot}\n", 0o644)
+        rootfs.write_file(paths.wake_marker, f"{this_boot}\n", 0o644)
         paths.run.chmod(0o777)
-    assert not layout.roots_marker(paths.wake_marker, this_boot)
+    assert not wake_marker.roots_marker(paths.wake_marker, this_boot)
     log = paths.config.parent.parent / "jupyter.log"
     with waiting_jupyter(paths) as process:
         wait_for_log(process, log, "waiting for this boot's wake")
@@ -160,7 +160,7 @@ def test_a_marker_that_is_not_roots_of_this_boot_never_starts_jupyter(paths, mar
 def test_a_failed_or_endless_wake_ends_jupyter_cleanly_and_it_is_not_restarted(paths, how) -> None:
     port = free_port()
     write_wake_output(paths, port, "the-team-password", "token")
-    boot.mark_wake(paths, False if how == "failed" else None)
+    wake_marker.mark_wake(paths, False if how == "failed" else None)
     with waiting_jupyter(paths, timeout=2) as process:
         assert process.wait(60) == 3
     assert not listening(port)
@@ -170,15 +170,15 @@ def test_a_failed_or_endless_wake_ends_jupyter_cleanly_and_it_is_not_restarted(p
 
 
 def test_the_wake_writes_its_marker_at_its_end_and_removes_it_at_its_start(paths) -> None:
-    boot_id = layout.current_boot_id()
-    boot.mark_wake(paths, True)
-    assert layout.roots_marker(paths.wake_marker, boot_id)
+    boot_id = wake_marker.current_boot_id()
+    wake_marker.mark_wake(paths, True)
+    assert wake_marker.roots_marker(paths.wake_marker, boot_id)
     assert paths.run.stat().st_uid == 0 and paths.wake_marker.stat().st_uid == 0
-    boot.mark_wake(paths, None)
+    wake_marker.mark_wake(paths, None)
     assert not paths.wake_marker.exists() and not paths.wake_failed_marker.exists()
-    boot.mark_wake(paths, False)
-    assert layout.roots_marker(paths.wake_failed_marker, boot_id)
-    assert layout.wake_result(paths, 0) is False
+    wake_marker.mark_wake(paths, False)
+    assert wake_marker.roots_marker(paths.wake_failed_marker, boot_id)
+    assert wake_marker.wake_result(paths, 0) is False
     assert not paths.wake_marker.exists()
 
 
@@ -209,7 +209,7 @@ def instance(paths, tmp_path, monkeypatch):
             instance_id = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)[
                 "Instances"
             ][0]["InstanceId"]
-            layout.write_file(
+            rootfs.write_file(
                 paths.config,
                 "AWS_REGION=us-east-1\nBOOTSTRAP_PARAMETER_PREFIX=/jod/bootstrap\n"
                 "TEAM_PASS_PARAMETER=/jod/team-pass\nGITHUB_TOKEN_PARAMETER=/jod/github-token\n"
@@ -249,14 +249,14 @@ def test_one_wake_process_lets_jupyter_serve_then_tags_the_instance_once_it_answ
     ready = [i for i, line in enumerate(lines) if line.startswith("JUPYTER-ON-DEMAND READY at ")]
     assert len(ready) == 1 and ready[0] > lines.index("JUPYTER-ON-DEMAND WAKE DONE")
     assert ready_tag(instance) == lines[ready[0]].removeprefix("JUPYTER-ON-DEMAND READY at ")
-    assert layout.wake_result(paths, 0) is True
+    assert wake_marker.wake_result(paths, 0) is True
 
 
 def test_a_failed_wake_tags_nothing_and_says_no_wake_done(paths, instance, caplog) -> None:
     caplog.set_level(logging.INFO)
     instance["ssm"].delete_parameter(Name="/jod/team-pass")
     assert boot.main(["wake", "--synced"]) == 1
-    assert layout.wake_result(paths, 0) is False
+    assert wake_marker.wake_result(paths, 0) is False
     assert ready_tag(instance) is None
     assert "JUPYTER-ON-DEMAND WAKE DONE" not in caplog.text
     assert "JUPYTER-ON-DEMAND READY" not in caplog.text
@@ -267,11 +267,11 @@ def test_a_ready_tag_that_fails_after_the_wake_keeps_its_success_and_says_why(
 ) -> None:
     """Fault: Jupyter never answers (not started; the wait shortened). The wake's marker stays a
     success (Jupyter would serve), the exit is the one the unit counts a success, no tag."""
-    import boot_secrets
+    import boot_ready
 
-    monkeypatch.setattr(boot_secrets, "READY_TIMEOUT", 1.0)
-    assert boot.main(["wake", "--synced"]) == boot.READY_FAILED_EXIT
-    assert layout.wake_result(paths, 0) is True
+    monkeypatch.setattr(boot_ready, "READY_TIMEOUT", 1.0)
+    assert boot.main(["wake", "--synced"]) == boot_wake.READY_FAILED_EXIT
+    assert wake_marker.wake_result(paths, 0) is True
     assert not paths.wake_failed_marker.exists()
     assert ready_tag(instance) is None
     assert "JUPYTER-ON-DEMAND READY FAILED" in caplog.text
@@ -282,12 +282,12 @@ def test_the_wake_in_new_code_retires_the_previous_versions_ready_unit(
     paths, instance, monkeypatch, tmp_path
 ) -> None:
     """At the upgrade, the previous version's sync runs and execs `wake --synced` in this code."""
-    import boot_secrets
+    import boot_ready
 
-    monkeypatch.setattr(boot_secrets, "READY_TIMEOUT", 0.5)
+    monkeypatch.setattr(boot_ready, "READY_TIMEOUT", 0.5)
     old = instance["paths"].systemd / "jupyter-on-demand-ready.service"
     assert old.is_relative_to(tmp_path)
     old.parent.mkdir(parents=True)
     old.write_text("[Service]\nExecStart=/bin/true\n")
-    assert boot.main(["wake", "--synced"]) == boot.READY_FAILED_EXIT
+    assert boot.main(["wake", "--synced"]) == boot_wake.READY_FAILED_EXIT
     assert not old.exists()

@@ -27,6 +27,7 @@ with a message saying how to get it. Nothing is ever skipped.
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import hashlib
 import json
@@ -87,6 +88,23 @@ ROOMY_QUOTAS = {
     "L-7295265B": 128.0,
     "L-43DA4232": 896.0,
 }
+
+
+# The design note's variables under its names, with an admin's values, all but `ami`: that one
+# design_note_variables reads from moto.
+DESIGN_NOTE_EXAMPLE: dict[str, Any] = {
+    "credentials_profile": "default",
+    "region": REGION,
+    "key_name": KEY_NAME,
+    "identity_file_path": "~/.ssh/team-key.pem",
+    "allowed_ips": ["203.0.113.10/32"],
+    "team_pass": TEAM_PASS,
+    "instance_type": "g4dn.4xlarge",
+    "github_repo_name": "ml-notebooks",
+    "github_user_name": "my-team",
+    "github_access_token": GITHUB_TOKEN,
+}
+DESIGN_NOTE_VARIABLES = frozenset(DESIGN_NOTE_EXAMPLE) | {"ami"}
 
 
 class HarnessError(RuntimeError):
@@ -238,6 +256,12 @@ class ServiceQuotasStub:
         self.server.shutdown()
         self.server.server_close()
 
+    def __enter__(self) -> ServiceQuotasStub:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 _ROOMY: list[ServiceQuotasStub] = []
 
@@ -268,19 +292,7 @@ def moto_ami(endpoint: str) -> str:
 
 def design_note_variables(endpoint: str) -> dict[str, Any]:
     """The design note's variables, exactly its names, plus ami set to a moto image."""
-    return {
-        "credentials_profile": "default",
-        "region": REGION,
-        "key_name": KEY_NAME,
-        "identity_file_path": "~/.ssh/team-key.pem",
-        "allowed_ips": ["203.0.113.10/32"],
-        "team_pass": TEAM_PASS,
-        "instance_type": "g4dn.4xlarge",
-        "ami": moto_ami(endpoint),
-        "github_repo_name": "ml-notebooks",
-        "github_user_name": "my-team",
-        "github_access_token": GITHUB_TOKEN,
-    }
+    return copy.deepcopy(DESIGN_NOTE_EXAMPLE) | {"ami": moto_ami(endpoint)}
 
 
 # --- The module copy ----------------------------------------------------------------------------

@@ -16,13 +16,15 @@ from typing import Any
 import hcl2
 import pytest
 
+import layout
+
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infrastructure"
 BOOTSTRAP = ROOT / "ec2_bootstrap"
 TFVARS_EXAMPLE = ROOT / "terraform.tfvars.example"
 TEMPLATE = BOOTSTRAP / "cloud-init.yaml.tftpl"
 # The files of ec2_bootstrap/ that user_data ships; locals.tf uses the same fileset() pattern.
-BOOTSTRAP_FILESET = "{*.py,*.sh,*.service,*.timer,*.txt}"
+BOOTSTRAP_FILESET = "{*.py,*.sh,*.service,*.timer,*.in,*.txt}"
 
 META_ARGUMENTS = {
     "count",
@@ -34,6 +36,11 @@ META_ARGUMENTS = {
     "connection",
     "dynamic",
 }
+CHUNK = layout.BUNDLE_CHUNK_CHARS
+# locals.tf comment_line: user_data's copies of the installer's files lose their full-line
+# comments (not `#!`). COMMENT_LINE is the same pattern for Python's re.
+COMMENT_LINE_HCL = r"/(?m)^[ \\t]*#([^!\\n][^\\n]*)?\\n/"
+COMMENT_LINE = re.compile(r"(?m)^[ \t]*#([^!\n][^\n]*)?\n")
 INTERPOLATION = re.compile(r"\$\{(.*?)\}(?![^{]*\})", re.S)
 
 
@@ -76,6 +83,19 @@ def variables() -> dict[str, dict[str, Any]]:
     return {name: body for name, _, body in blocks("variable")}
 
 
+def resource(type_name: str, name: str) -> dict[str, Any]:
+    """The body of `resource "<type_name>" "<name>"`."""
+    return next(body for t, n, body in blocks("resource") if (t, n) == (type_name, name))
+
+
+def variable_block(name: str) -> str:
+    """The variable's HCL, verbatim from variables.tf (a block ends at the first `}` in column 0)."""
+    text = (INFRA / "variables.tf").read_text()
+    match = re.search(rf'^variable "{name}" \{{\n.*?^\}}\n', text, re.S | re.M)
+    assert match, f"variables.tf declares no variable {name}"
+    return match.group(0)
+
+
 def locals_() -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for tree in parsed().values():
@@ -110,13 +130,14 @@ def tfvars_example() -> dict[str, Any]:
     return {k: unwrap(v) for k, v in hcl2.loads(TFVARS_EXAMPLE.read_text()).items()}
 
 
-# What user_data ships (locals.tf user_data_files and user_data_units).
-USER_DATA_FILES = ("boot.py", "layout.py", "idle-failsafe.sh", "requirements.txt")
-USER_DATA_UNITS = (
-    "jupyter-on-demand-idle.service",
-    "jupyter-on-demand-idle.timer",
-    "jupyter-on-demand-install.service",
-)
+# What user_data ships (locals.tf user_data_files and user_data_units): the installer's modules,
+# the fail-safe and the requirements; the idle stop's and the install's units, rendered for the
+# default layout (layout.USER_DATA_UNITS).
+USER_DATA_FILES = (
+    "boot.py", "boot_install.py", "boot_sync.py", "layout.py", "rootfs.py", "idle-failsafe.sh",
+    "requirements.txt",
+)  # fmt: skip
+USER_DATA_UNITS = layout.USER_DATA_UNITS
 
 
 def console(expression: str) -> str:
@@ -136,6 +157,39 @@ def console(expression: str) -> str:
     return result.stdout.strip()
 
 
+def console_with_variable(folder: Path, name: str, tfvars: str) -> subprocess.CompletedProcess[str]:
+    """`terraform console` printing `jsonencode(var.<name>)` in `folder`, a module that holds only
+    the variable exactly as variables.tf declares it, set by `tfvars` (the text of a .tfvars file).
+
+    An invalid value is reported on stderr while console still exits 0: the message is the verdict.
+    """
+    (folder / "main.tf").write_text(variable_block(name))
+    (folder / "test.tfvars").write_text(tfvars)
+    return subprocess.run(
+        [terraform(), "console", "-no-color", "-var-file=test.tfvars"],
+        input=f"jsonencode(var.{name})",
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def evaluate_for_each(expression: str, variable: str, values: list[Any]) -> list[Any]:
+    """A module's expression (`${...}` as hcl2 reads it) that reads `var.<variable>`, evaluated by
+    the real `terraform console` once for each of `values`."""
+    # checkov's hcl2 prints the literal null as Python's None.
+    body = expression.removeprefix("${").removesuffix("}").replace("None", "null")
+    body = body.replace(f"var.{variable}", "v")
+    return json.loads(json.loads(console(f"jsonencode([for v in {json.dumps(values)} : {body}])")))
+
+
+def one_line(text: str) -> str:
+    """Terraform's diagnostics, unwrapped (80 columns behind a │ gutter) into one line."""
+    return re.sub(r"\s+", " ", " ".join(line.strip(" │╷╵") for line in text.splitlines()))
+
+
 def render_template(bootstrap_env: dict[str, str], bootstrap_dir: Path = BOOTSTRAP) -> str:
     """Render cloud-init.yaml.tftpl exactly as locals.tf does. bootstrap_env is what user_data
     writes to /etc/jupyter-on-demand/bootstrap.env: AWS_REGION and BOOTSTRAP_PARAMETER_PREFIX
@@ -145,10 +199,12 @@ def render_template(bootstrap_env: dict[str, str], bootstrap_dir: Path = BOOTSTR
     directory = str(bootstrap_dir)
     names = ", ".join(f'"{n}"' for n in USER_DATA_FILES)
     units = ", ".join(f'"{n}"' for n in USER_DATA_UNITS)
+    stripped = f'replace(file("{directory}/${{name}}"), "{COMMENT_LINE_HCL}", "")'
     expression = (
         f'base64encode(templatefile("{directory}/cloud-init.yaml.tftpl", {{'
-        f'files = {{ for name in [{names}] : name => file("{directory}/${{name}}") }}, '
-        f'units = {{ for name in [{units}] : name => file("{directory}/${{name}}") }}, '
+        f'files = {{ for name in [{names}] : name => endswith(name, ".txt") ? '
+        f'file("{directory}/${{name}}") : {stripped} }}, '
+        f"units = {{ for name in [{units}] : name => {stripped} }}, "
         f"bootstrap_env = {{ {pairs} }} }}))"
     )
     return base64.b64decode(console(expression).strip('"')).decode()
@@ -163,7 +219,7 @@ def render_bundle(bootstrap_dir: Path = BOOTSTRAP) -> dict[str, str]:
     )
     expression = (
         f"base64encode(jsonencode({{ sha256 = sha256({bundle}), "
-        f"chunks = [for offset in range(0, length({bundle}), 4000) : substr({bundle}, offset, 4000)] }}))"
+        f"chunks = [for offset in range(0, length({bundle}), {CHUNK}) : substr({bundle}, offset, {CHUNK})] }}))"
     )
     decoded = json.loads(base64.b64decode(console(expression).strip('"')))
     parameters = {str(i): chunk for i, chunk in enumerate(decoded["chunks"])}
@@ -173,22 +229,8 @@ def render_bundle(bootstrap_dir: Path = BOOTSTRAP) -> dict[str, str]:
     return parameters
 
 
-# The keys of the settings parameter (locals.tf instance_config; ssm.tf aws_ssm_parameter.settings).
-SETTINGS_KEYS = (
-    "AWS_REGION",
-    "TEAM_PASS_PARAMETER",
-    "GITHUB_TOKEN_PARAMETER",
-    "GITHUB_REPO_URL",
-    "GITHUB_USER_NAME",
-    "JUPYTER_PORT",
-    "JUPYTER_TLS",
-    "IDLE_MINUTES",
-    "READY_TAG",
-)
-
-
 def render_settings(settings: dict[str, str]) -> str:
     """The value of the SSM parameter <prefix>/settings, as ssm.tf writes it:
-    jsonencode(local.instance_config), a JSON object of strings (keys: SETTINGS_KEYS)."""
+    jsonencode(local.instance_config), a JSON object of strings (keys: layout.SETTINGS)."""
     pairs = ", ".join(f'"{k}" = "{v}"' for k, v in settings.items())
     return json.loads(console(f"jsonencode({{ {pairs} }})"))

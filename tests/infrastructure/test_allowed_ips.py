@@ -9,42 +9,19 @@ exactly as variables.tf declares it (no provider needed).
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.infrastructure.terraform import INFRA, terraform
+from tests.infrastructure.terraform import console_with_variable, one_line
 
 VARIABLE = "allowed_ips"
 
 
-def variable_block() -> str:
-    """The variable's HCL, verbatim from variables.tf (a block ends at the first `}` in column 0)."""
-    text = (INFRA / "variables.tf").read_text()
-    match = re.search(rf'^variable "{VARIABLE}" \{{\n.*?^\}}\n', text, re.S | re.M)
-    assert match, f"variables.tf declares no variable {VARIABLE}"
-    return match.group(0)
-
-
 def console_with(tmp_path: Path, value: list[str]) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "main.tf").write_text(variable_block())
-    (tmp_path / "test.tfvars.json").write_text(json.dumps({VARIABLE: value}))
-    return subprocess.run(
-        [terraform(), "console", "-no-color", "-var-file=test.tfvars.json"],
-        input=f"jsonencode(var.{VARIABLE})",
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def one_line(text: str) -> str:
-    """Terraform wraps diagnostics at 80 columns behind a │ gutter; join them back."""
-    return " ".join(line.strip(" │") for line in text.splitlines())
+    """`terraform console` in a module holding only the variable, set to `value`."""
+    return console_with_variable(tmp_path, VARIABLE, f"{VARIABLE} = {json.dumps(value)}\n")
 
 
 @pytest.mark.parametrize(
@@ -66,7 +43,7 @@ def test_a_block_with_host_bits_set_is_refused_with_what_to_type_instead(tmp_pat
     result = console_with(tmp_path, ["203.0.113.10/32", "198.51.100.7/24"])
     # terraform console reports an invalid variable but still exits 0: the message is the verdict.
     assert "Invalid value for variable" in result.stderr
-    message = re.sub(r"\s+", " ", one_line(result.stderr))
+    message = one_line(result.stderr)
     assert "allowed_ips entries must be network addresses" in message
     assert 'for 198.51.100.7/24 type "198.51.100.0/24" (the whole block)' in message
     assert 'or "198.51.100.7/32" (that one address)' in message
@@ -87,6 +64,6 @@ def test_what_is_no_cidr_block_at_all_gets_the_first_message_only(
     result = console_with(tmp_path, value)
     # terraform console reports an invalid variable but still exits 0: the message is the verdict.
     assert "Invalid value for variable" in result.stderr
-    message = re.sub(r"\s+", " ", one_line(result.stderr))
+    message = one_line(result.stderr)
     assert expected in message
     assert "network addresses" not in message

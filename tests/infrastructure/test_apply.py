@@ -5,17 +5,20 @@ the ready tag survives a plan, a new idle_minutes changes the settings and not u
 link and the instance's boot steps use what Terraform created, and the last test destroys it all
 and finds nothing left. Plans without state check the preflight (zones, vCPU quota).
 
-moto differs from AWS in two places this suite meets, each asserted here as evidence and excluded
+moto differs from AWS in three places this suite meets, each asserted here as evidence and excluded
 from the checks by exactly that much:
 - DescribeInstances: moto leaves the instance's SecurityGroups empty (the groups are on its network
   interface only), where AWS lists them, so every plan wants to "add" the group to
   aws_instance.jupyter's vpc_security_group_ids (test_moto_lists_no_security_group_on_the_instance);
+- GetFunctionConfiguration: moto drops the Lambda's LoggingConfig, so every plan wants to "add"
+  aws_lambda_function.start_link's logging_config (test_moto_keeps_no_logging_config_for_the_lambda);
 - Service Quotas: moto serves only the `vpc` service code (test_moto_cannot_serve_the_ec2_vcpu_quota);
   a stub on loopback (stack.ServiceQuotasStub) stands in for AWS's GetServiceQuota.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -28,29 +31,17 @@ import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-import boot
 import boot_secrets
+import boot_sync
 import handler
 from tests.infrastructure import stack as harness
-from tests.infrastructure.terraform import BOOTSTRAP, BOOTSTRAP_FILESET
+from tests.infrastructure.terraform import BOOTSTRAP, BOOTSTRAP_FILESET, one_line, resource
 from tests.lambda_src.conftest import call, event
 
-DESIGN_NOTE_VARIABLES = {
-    "credentials_profile",
-    "region",
-    "key_name",
-    "identity_file_path",
-    "allowed_ips",
-    "team_pass",
-    "instance_type",
-    "ami",
-    "github_repo_name",
-    "github_user_name",
-    "github_access_token",
-}
 INSTANCE = "aws_instance.jupyter"
-# moto's one difference on the instance (see the module docstring).
-MOTO_INSTANCE_ATTRIBUTE = "vpc_security_group_ids"
+LAMBDA = "aws_lambda_function.start_link"
+# What moto doesn't read back, so each plan wants to add it (see the module docstring).
+MOTO_DIFFERENCES = {INSTANCE: "vpc_security_group_ids", LAMBDA: "logging_config"}
 
 
 @pytest.fixture(scope="module")
@@ -74,20 +65,43 @@ def planner(endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def plan_from_scratch(
-    module: Path, endpoint: str, variables: dict[str, Any], quotas: str | None = None
+    module: Path, endpoint: str, quotas: dict[str, float] | None = None, **variables: Any
 ) -> harness.Result:
-    (module / harness.PROVIDER_OVERRIDE_FILE).write_text(
-        harness.provider_override(endpoint, quotas)
-    )
-    harness.write_variables(module, variables)
-    return harness.run_terraform(
-        module, "plan", "-input=false", "-no-color", "-detailed-exitcode", check=False
-    )
+    """`terraform plan` of the design note's variables (and `variables` over them), from no state.
+
+    `quotas`: the account's EC2 vCPU quotas, served by a ServiceQuotasStub for this plan only;
+    None, a roomy account (stack.ROOMY_QUOTAS)."""
+    harness.write_variables(module, harness.design_note_variables(endpoint) | variables)
+    with contextlib.ExitStack() as stubs:
+        quotas_endpoint = None
+        if quotas is not None:
+            quotas_endpoint = stubs.enter_context(harness.ServiceQuotasStub(quotas)).endpoint
+        (module / harness.PROVIDER_OVERRIDE_FILE).write_text(
+            harness.provider_override(endpoint, quotas_endpoint)
+        )
+        return harness.run_terraform(
+            module, "plan", "-input=false", "-no-color", "-detailed-exitcode", check=False
+        )
 
 
-def one_line(text: str) -> str:
-    """Terraform's diagnostics, unwrapped (80 columns behind a │ gutter) into one line."""
-    return re.sub(r"\s+", " ", " ".join(line.strip(" │╷╵") for line in text.splitlines()))
+def described_instance(stack: harness.Stack) -> dict[str, Any]:
+    """The instance as EC2 (moto) describes it."""
+    reservations = stack.client("ec2").describe_instances(InstanceIds=[stack.instance_id])
+    return reservations["Reservations"][0]["Instances"][0]
+
+
+def zones_offering(ec2: Any, instance_type: str) -> list[str]:
+    """The availability zones that offer instance_type, sorted."""
+    offerings = ec2.describe_instance_type_offerings(
+        LocationType="availability-zone",
+        Filters=[{"Name": "instance-type", "Values": [instance_type]}],
+    )["InstanceTypeOfferings"]
+    return sorted(offer["Location"] for offer in offerings)
+
+
+def default_subnets(ec2: Any) -> list[dict[str, Any]]:
+    """The region's default subnets, one per zone."""
+    return ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
 
 
 def changed_attributes(change: dict[str, Any]) -> set[str]:
@@ -97,14 +111,15 @@ def changed_attributes(change: dict[str, Any]) -> set[str]:
 
 
 def without_moto_difference(plan: harness.Plan) -> dict[str, list[str]]:
-    """The plan's changes, less aws_instance.jupyter's update when moto's missing security group
-    is all it changes (test_moto_lists_no_security_group_on_the_instance)."""
+    """The plan's changes, less the update of a resource when what moto doesn't read back
+    (MOTO_DIFFERENCES: empty before, set after) is all it changes."""
     changes = plan.changes()
-    if changes.get(INSTANCE) == ["update"]:
-        change = plan.change(INSTANCE)
-        if changed_attributes(change) == {MOTO_INSTANCE_ATTRIBUTE}:
-            assert change["before"][MOTO_INSTANCE_ATTRIBUTE] == []
-            del changes[INSTANCE]
+    for address, attribute in MOTO_DIFFERENCES.items():
+        if changes.get(address) == ["update"]:
+            change = plan.change(address)
+            if changed_attributes(change) == {attribute}:
+                assert change["before"][attribute] == []
+                del changes[address]
     return changes
 
 
@@ -139,7 +154,7 @@ def test_the_first_apply_needs_only_the_design_note_variables_and_an_ami(
     stack: harness.Stack,
 ) -> None:
     written = json.loads((stack.module / "terraform.tfvars.json").read_text())
-    assert set(written) == DESIGN_NOTE_VARIABLES
+    assert set(written) == harness.DESIGN_NOTE_VARIABLES
     assert re.fullmatch(r"ami-[0-9a-f]+", written["ami"])
     assert "Apply complete!" in stack.apply_output
     assert "Warning" not in stack.apply_output
@@ -157,18 +172,8 @@ def test_the_lambda_reserves_no_concurrency(stack: harness.Stack) -> None:
 def test_the_instance_is_in_a_default_subnet_of_a_zone_that_offers_its_type(
     stack: harness.Stack,
 ) -> None:
-    ec2 = stack.client("ec2")
-    instance = ec2.describe_instances(InstanceIds=[stack.instance_id])["Reservations"][0][
-        "Instances"
-    ][0]
-    offered = {
-        offer["Location"]
-        for offer in ec2.describe_instance_type_offerings(
-            LocationType="availability-zone",
-            Filters=[{"Name": "instance-type", "Values": ["g4dn.4xlarge"]}],
-        )["InstanceTypeOfferings"]
-    }
-    assert instance["Placement"]["AvailabilityZone"] in offered
+    offered = zones_offering(stack.client("ec2"), "g4dn.4xlarge")
+    assert described_instance(stack)["Placement"]["AvailabilityZone"] in offered
     assert len(offered) < 6  # moto's us-east-1e doesn't offer it: the choice mattered
 
 
@@ -176,22 +181,32 @@ def test_the_instance_is_in_a_default_subnet_of_a_zone_that_offers_its_type(
 
 
 def test_moto_lists_no_security_group_on_the_instance(stack: harness.Stack) -> None:
-    """Evidence for the one difference excluded from the no-change checks: AWS's DescribeInstances
+    """Evidence for a difference excluded from the no-change checks: AWS's DescribeInstances
     lists the instance's groups in Instances[].SecurityGroups (the provider reads
     vpc_security_group_ids from there); moto leaves it empty and has them on the interface."""
-    instance = stack.client("ec2").describe_instances(InstanceIds=[stack.instance_id])[
-        "Reservations"
-    ][0]["Instances"][0]
+    instance = described_instance(stack)
     assert instance["SecurityGroups"] == []
     groups = instance["NetworkInterfaces"][0]["Groups"]
     assert [g["GroupName"] for g in groups] == ["jupyter-on-demand-jupyter"]
 
 
+def test_moto_keeps_no_logging_config_for_the_lambda(stack: harness.Stack) -> None:
+    """Evidence for the other difference excluded from the no-change checks: lambda.tf sets
+    logging_config, which AWS returns in GetFunctionConfiguration's LoggingConfig (the provider
+    reads it from there); moto drops it."""
+    assert resource("aws_lambda_function", "start_link")["logging_config"]
+    configuration = stack.client("lambda").get_function_configuration(
+        FunctionName="jupyter-on-demand-start-link"
+    )
+    assert "LoggingConfig" not in configuration
+
+
 def test_a_second_plan_shows_no_changes(stack: harness.Stack) -> None:
     plan = stack.plan()
     assert without_moto_difference(plan) == {}
-    if plan.exit_code == 2:  # only moto's difference: exactly that one attribute, nothing else
-        assert plan.changes() == {INSTANCE: ["update"]}
+    # Only moto's differences, if any: an update of each, exactly that one attribute, nothing else.
+    assert set(plan.changes()) <= set(MOTO_DIFFERENCES)
+    assert all(actions == ["update"] for actions in plan.changes().values())
 
 
 def test_the_ready_tag_the_instance_sets_survives_a_later_plan(stack: harness.Stack) -> None:
@@ -234,16 +249,8 @@ def test_a_new_instance_type_never_replaces_the_instance_and_its_disk(
     replaces the instance (its disk goes: delete_on_termination). A new instance_type (or a zone
     AWS starts offering it in) must not move the machine; the preflight says so instead."""
     ec2 = stack.client("ec2")
-    instance = ec2.describe_instances(InstanceIds=[stack.instance_id])["Reservations"][0][
-        "Instances"
-    ][0]
-    zone = instance["Placement"]["AvailabilityZone"]
-    default_zones = {
-        subnet["AvailabilityZone"]
-        for subnet in ec2.describe_subnets(
-            Filters=[{"Name": "default-for-az", "Values": ["true"]}]
-        )["Subnets"]
-    }
+    zone = described_instance(stack)["Placement"]["AvailabilityZone"]
+    default_zones = {subnet["AvailabilityZone"] for subnet in default_subnets(ec2)}
     offered: dict[str, set[str]] = {}
     pages = ec2.get_paginator("describe_instance_type_offerings").paginate(
         LocationType="availability-zone"
@@ -280,20 +287,11 @@ def test_a_default_subnet_that_now_sorts_first_never_replaces_the_instance(
     set changes under the same settings (AWS offers the type in one more zone; a default subnet is
     recreated), another subnet comes first: the instance and its disk must stay where they are."""
     ec2 = stack.client("ec2")
-    instance = ec2.describe_instances(InstanceIds=[stack.instance_id])["Reservations"][0][
-        "Instances"
-    ][0]
-    offered = {
-        offer["Location"]
-        for offer in ec2.describe_instance_type_offerings(
-            LocationType="availability-zone",
-            Filters=[{"Name": "instance-type", "Values": [stack.variables["instance_type"]]}],
-        )["InstanceTypeOfferings"]
-    }
-    defaults = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+    instance = described_instance(stack)
+    offered = zones_offering(ec2, stack.variables["instance_type"])
     other = next(
         s
-        for s in defaults["Subnets"]
+        for s in default_subnets(ec2)
         if s["AvailabilityZone"] in offered and s["SubnetId"] != instance["SubnetId"]
     )
     zone, cidr, vpc = other["AvailabilityZone"], other["CidrBlock"], other["VpcId"]
@@ -332,8 +330,7 @@ def lambda_environment(stack: harness.Stack, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def instance_state(stack: harness.Stack) -> str:
-    reservations = stack.client("ec2").describe_instances(InstanceIds=[stack.instance_id])
-    return reservations["Reservations"][0]["Instances"][0]["State"]["Name"]
+    return described_instance(stack)["State"]["Name"]
 
 
 def test_the_start_link_starts_the_instance_terraform_created(
@@ -383,11 +380,11 @@ def test_the_instance_reads_back_its_code_byte_for_byte(instance_env: dict[str, 
         for pattern in re.findall(r"[^{},]+", BOOTSTRAP_FILESET)
         for path in BOOTSTRAP.glob(pattern)
     }
-    assert boot.fetch_bundle(instance_env) == expected
+    assert boot_sync.fetch_bundle(instance_env) == expected
 
 
 def test_the_instance_reads_back_its_settings(instance_env: dict[str, str]) -> None:
-    assert boot.fetch_settings(instance_env) == {
+    assert boot_sync.fetch_settings(instance_env) == {
         "AWS_REGION": "us-east-1",
         "TEAM_PASS_PARAMETER": "/jupyter-on-demand/team-pass",
         "GITHUB_TOKEN_PARAMETER": "/jupyter-on-demand/github-token",
@@ -401,7 +398,7 @@ def test_the_instance_reads_back_its_settings(instance_env: dict[str, str]) -> N
 
 
 def test_the_instance_reads_both_secrets_exactly(instance_env: dict[str, str]) -> None:
-    settings = boot.fetch_settings(instance_env)
+    settings = boot_sync.fetch_settings(instance_env)
     assert boot_secrets.fetch_secrets(settings) == (harness.TEAM_PASS, harness.GITHUB_TOKEN)
 
 
@@ -430,13 +427,7 @@ def test_a_gpu_vcpu_quota_too_small_is_said_plainly_at_plan_time(
 ) -> None:
     """Issue 10, point 3: a new account's G quota of 0 vCPUs; g4dn.4xlarge needs 16. A warning
     (check block), so the plan goes on: see infrastructure/preflight.tf for why."""
-    stub = harness.ServiceQuotasStub({"L-DB2E81BA": 0.0})
-    try:
-        result = plan_from_scratch(
-            planner, endpoint, harness.design_note_variables(endpoint), stub.endpoint
-        )
-    finally:
-        stub.close()
+    result = plan_from_scratch(planner, endpoint, quotas={"L-DB2E81BA": 0.0})
     assert result.returncode == 2, result.output
     message = one_line(result.output)
     assert "Warning: Check block assertion failed" in message
@@ -466,25 +457,16 @@ def test_a_gpu_vcpu_quota_too_small_is_said_plainly_at_plan_time(
 def test_a_quota_that_fits_gives_no_warning(
     planner: Path, endpoint: str, instance_type: str, code: str, vcpus: int
 ) -> None:
-    stub = harness.ServiceQuotasStub({code: float(vcpus)})
-    variables = harness.design_note_variables(endpoint) | {"instance_type": instance_type}
-    try:
-        result = plan_from_scratch(planner, endpoint, variables, stub.endpoint)
-    finally:
-        stub.close()
+    result = plan_from_scratch(
+        planner, endpoint, quotas={code: float(vcpus)}, instance_type=instance_type
+    )
     assert result.returncode == 2, result.output
     assert "Warning" not in result.output
 
 
 def test_a_quota_that_cannot_be_read_leaves_the_plan_usable(planner: Path, endpoint: str) -> None:
     """An admin policy without servicequotas:GetServiceQuota, say: a warning naming the read."""
-    stub = harness.ServiceQuotasStub({})
-    try:
-        result = plan_from_scratch(
-            planner, endpoint, harness.design_note_variables(endpoint), stub.endpoint
-        )
-    finally:
-        stub.close()
+    result = plan_from_scratch(planner, endpoint, quotas={})
     assert result.returncode == 2, result.output
     message = one_line(result.output)
     assert "Warning:" in message and "L-DB2E81BA" in message
@@ -492,8 +474,7 @@ def test_a_quota_that_cannot_be_read_leaves_the_plan_usable(planner: Path, endpo
 
 def test_an_instance_type_no_zone_offers_fails_at_plan_time(planner: Path, endpoint: str) -> None:
     """Issue 10, point 2: moto knows p5e.48xlarge but offers it in no zone of us-east-1."""
-    variables = harness.design_note_variables(endpoint) | {"instance_type": "p5e.48xlarge"}
-    result = plan_from_scratch(planner, endpoint, variables)
+    result = plan_from_scratch(planner, endpoint, instance_type="p5e.48xlarge")
     assert result.returncode == 1
     assert (
         "No availability zone of us-east-1 offers instance_type p5e.48xlarge. "
@@ -511,8 +492,7 @@ def test_a_subnet_in_a_zone_without_the_type_fails_at_plan_time(
             {"Name": "default-for-az", "Values": ["true"]},
         ]
     )["Subnets"][0]["SubnetId"]
-    variables = harness.design_note_variables(endpoint) | {"subnet_id": subnet}
-    result = plan_from_scratch(planner, endpoint, variables)
+    result = plan_from_scratch(planner, endpoint, subnet_id=subnet)
     assert result.returncode == 1
     assert (
         f"Subnet {subnet} is in us-east-1e, which does not offer instance_type g4dn.4xlarge. "
@@ -525,73 +505,57 @@ def test_the_default_subnet_is_in_the_one_zone_that_offers_the_type(
     planner: Path, endpoint: str
 ) -> None:
     """p6-b200.48xlarge is offered in us-east-1b only (moto's data): 1 chance in 6 by luck."""
-    variables = harness.design_note_variables(endpoint) | {"instance_type": "p6-b200.48xlarge"}
-    result = plan_from_scratch(planner, endpoint, variables)
+    result = plan_from_scratch(planner, endpoint, instance_type="p6-b200.48xlarge")
     assert result.returncode == 2, result.output
     shown = harness.run_terraform(planner, "plan", "-input=false", "-no-color", "-out=zone.tfplan")
     assert shown.returncode == 0
     plan = json.loads(harness.run_terraform(planner, "show", "-json", "zone.tfplan").stdout)
     instance = next(c for c in plan["resource_changes"] if c["address"] == INSTANCE)
     subnet = instance["change"]["after"]["subnet_id"]
-    zone = harness.client("ec2", endpoint).describe_subnets(SubnetIds=[subnet])["Subnets"][0]
-    offered = harness.client("ec2", endpoint).describe_instance_type_offerings(
-        LocationType="availability-zone",
-        Filters=[{"Name": "instance-type", "Values": ["p6-b200.48xlarge"]}],
-    )["InstanceTypeOfferings"]
-    assert [o["Location"] for o in offered] == [zone["AvailabilityZone"]]
+    ec2 = harness.client("ec2", endpoint)
+    zone = ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["AvailabilityZone"]
+    assert zones_offering(ec2, "p6-b200.48xlarge") == [zone]
 
 
 # --- 6. destroy (last: the module's stack is gone after it) -------------------------------------
 
 
+# What destroy must leave empty: (what, service, list call, key of the list, field that names).
+LEFT_AFTER_DESTROY = [
+    ("security groups", "ec2", "describe_security_groups", "SecurityGroups", "GroupName"),
+    ("ssm parameters", "ssm", "describe_parameters", "Parameters", "Name"),
+    ("lambda functions", "lambda", "list_functions", "Functions", "FunctionName"),
+    ("rest apis", "apigateway", "get_rest_apis", "items", "name"),
+    ("iam roles", "iam", "list_roles", "Roles", "RoleName"),
+    (
+        "instance profiles",
+        "iam",
+        "list_instance_profiles",
+        "InstanceProfiles",
+        "InstanceProfileName",
+    ),
+    ("log groups", "logs", "describe_log_groups", "logGroups", "logGroupName"),
+    ("metric filters", "logs", "describe_metric_filters", "metricFilters", "filterName"),
+    ("alarms", "cloudwatch", "describe_alarms", "MetricAlarms", "AlarmName"),
+]
+
+
+def names_in_moto(endpoint: str, service: str, call: str, key: str, field: str) -> list[str]:
+    return [item[field] for item in getattr(harness.client(service, endpoint), call)()[key]]
+
+
 def test_destroy_leaves_nothing_in_moto(stack: harness.Stack) -> None:
     stack.destroy()
-    endpoint = stack.endpoint
-    ec2 = harness.client("ec2", endpoint)
-    left = {
-        "instances": [
-            i["InstanceId"]
-            for r in ec2.describe_instances()["Reservations"]
-            for i in r["Instances"]
-            if i["State"]["Name"] != "terminated"
-        ],
-        "security groups": [
-            g["GroupName"]
-            for g in ec2.describe_security_groups()["SecurityGroups"]
-            if g["GroupName"] != "default"
-        ],
-        "ssm parameters": [
-            p["Name"] for p in harness.client("ssm", endpoint).describe_parameters()["Parameters"]
-        ],
-        "lambda functions": [
-            f["FunctionName"]
-            for f in harness.client("lambda", endpoint).list_functions()["Functions"]
-        ],
-        "rest apis": [
-            a["name"] for a in harness.client("apigateway", endpoint).get_rest_apis()["items"]
-        ],
-        "iam roles": [
-            r["RoleName"]
-            for r in harness.client("iam", endpoint).list_roles()["Roles"]
-            if r["RoleName"].startswith("jupyter-on-demand")
-        ],
-        "instance profiles": [
-            p["InstanceProfileName"]
-            for p in harness.client("iam", endpoint).list_instance_profiles()["InstanceProfiles"]
-        ],
-        "log groups": [
-            g["logGroupName"]
-            for g in harness.client("logs", endpoint).describe_log_groups()["logGroups"]
-        ],
-        "metric filters": [
-            f["filterName"]
-            for f in harness.client("logs", endpoint).describe_metric_filters()["metricFilters"]
-        ],
-        "alarms": [
-            a["AlarmName"]
-            for a in harness.client("cloudwatch", endpoint).describe_alarms()["MetricAlarms"]
-        ],
-    }
+    left = {what: names_in_moto(stack.endpoint, *where) for what, *where in LEFT_AFTER_DESTROY}
+    # Only what the stack made counts: not the default VPC's group, nor roles under other names.
+    left["security groups"] = [g for g in left["security groups"] if g != "default"]
+    left["iam roles"] = [r for r in left["iam roles"] if r.startswith("jupyter-on-demand")]
+    left["instances"] = [
+        i["InstanceId"]
+        for r in harness.client("ec2", stack.endpoint).describe_instances()["Reservations"]
+        for i in r["Instances"]
+        if i["State"]["Name"] != "terminated"
+    ]
     assert left == {name: [] for name in left}
     state = json.loads(harness.run_terraform(stack.module, "show", "-json").stdout)
     assert "resources" not in state.get("values", {}).get("root_module", {})

@@ -1,11 +1,13 @@
-"""Contracts between the Terraform stack and the code: environment, IAM actions, SSM names, tags."""
+"""Contracts between the Terraform stack and the code (the Lambda's, and the instance's in
+ec2_bootstrap/layout.py): environment, settings, IAM actions, SSM names, paths, tags."""
 
 from __future__ import annotations
 
 import re
 
 import handler
-from tests.infrastructure.terraform import ROOT, blocks, locals_, unwrap
+import layout
+from tests.infrastructure.terraform import ROOT, TEMPLATE, blocks, locals_, unwrap
 
 HANDLER_SOURCE = (ROOT / "lambda_src" / "handler.py").read_text()
 
@@ -122,3 +124,55 @@ def test_later_applies_keep_the_ready_tag_the_instance_sets_on_itself() -> None:
     instance = next(b for t, n, b in blocks("resource") if (t, n) == ("aws_instance", "jupyter"))
     ignored = unwrap(unwrap(instance["lifecycle"])["ignore_changes"])
     assert f'${{tags["{handler.READY_TAG}"]}}' in ignored
+
+
+# --- The instance's contract (ec2_bootstrap/layout.py) -------------------------------------------
+
+
+def test_the_settings_terraform_writes_are_the_ones_the_instance_checks() -> None:
+    assert tuple(unwrap(locals_()["instance_config"])) == tuple(layout.SETTINGS)
+    assert tuple(unwrap(locals_()["bootstrap_env"])) == layout.BOOTSTRAP_KEYS
+
+
+def test_the_lambda_and_the_instance_agree_on_http_or_https() -> None:
+    tls = unwrap(locals_()["instance_config"])["JUPYTER_TLS"]
+    assert tls == '${var.jupyter_tls ? "1" : "0"}'
+    assert unwrap(locals_()["jupyter_scheme"]) == '${var.jupyter_tls ? "https" : "http"}'
+    assert lambda_environment()["JUPYTER_SCHEME"] == "${local.jupyter_scheme}"
+    assert layout.jupyter_url({"JUPYTER_TLS": "1", "JUPYTER_PORT": "8443"}).startswith("https:")
+    assert layout.jupyter_url({"JUPYTER_TLS": "0", "JUPYTER_PORT": "8443"}).startswith("http:")
+
+
+def test_the_bundle_parameters_are_where_the_instance_reads_them() -> None:
+    by_name = {n: b for t, n, b in blocks("resource") if t == "aws_ssm_parameter"}
+    prefix = "${local.bootstrap_parameter_prefix}"
+    assert unwrap(by_name["bootstrap_manifest"]["name"]) == layout.manifest_parameter(prefix)
+    assert unwrap(by_name["settings"]["name"]) == layout.settings_parameter(prefix)
+    assert unwrap(by_name["bootstrap_chunk"]["name"]) == f"{prefix}/${{count.index}}"
+    manifest = unwrap(by_name["bootstrap_manifest"]["value"])
+    assert re.findall(r"'(\w+)': ", manifest) == list(layout.MANIFEST_KEYS)
+    chunks = unwrap(locals_()["bootstrap_chunks"]).replace(" ", "")
+    assert f",{layout.BUNDLE_CHUNK_CHARS})" in chunks
+
+
+def test_user_data_writes_the_files_where_the_layout_has_them() -> None:
+    defaults = layout.Paths.from_env({})
+    template = TEMPLATE.read_text()
+    assert f"- path: {defaults.app}/${{name}}" in template
+    assert f"- path: {defaults.bootstrap_env}\n" in template
+    assert f"- path: {defaults.systemd}/${{name}}" in template
+    assert tuple(unwrap(locals_()["user_data_units"])) == layout.USER_DATA_UNITS
+
+
+def test_the_instance_name_is_written_once_for_its_tag_and_its_permission_to_tag_itself() -> None:
+    assert unwrap(locals_()["instance_name"]) == "${var.name_prefix}-gpu"
+    instance = next(b for t, n, b in blocks("resource") if (t, n) == ("aws_instance", "jupyter"))
+    assert unwrap(instance["tags"])["Name"] == "${local.instance_name}"
+    by_sid = {unwrap(s["sid"]): s for s in policy_statements("instance")}
+    conditions = {
+        unwrap(c["variable"]): unwrap(c["values"]) for c in by_sid["TagItselfReady"]["condition"]
+    }
+    assert conditions["aws:ResourceTag/Name"] == ["${local.instance_name}"]
+    assert "-gpu" not in " ".join(
+        (ROOT / "infrastructure" / name).read_text() for name in ("ec2.tf", "iam.tf")
+    )

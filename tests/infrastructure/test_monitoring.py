@@ -20,7 +20,7 @@ import pytest
 from moto import mock_aws
 
 import handler
-from tests.infrastructure.terraform import blocks, console, unwrap, variables
+from tests.infrastructure.terraform import evaluate_for_each, resource, unwrap, variables
 from tests.lambda_src.conftest import (
     PARAMETER,
     TEAM_PASS,
@@ -31,10 +31,6 @@ from tests.lambda_src.conftest import (
 )
 
 THRESHOLD_VARIABLE = "refused_password_alarm_threshold"
-
-
-def resource(type_name: str, name: str) -> dict[str, Any]:
-    return next(body for t, n, body in blocks("resource") if (t, n) == (type_name, name))
 
 
 def metric_filter() -> dict[str, Any]:
@@ -135,8 +131,7 @@ def test_the_threshold_variable_accepts_whole_positive_numbers_only() -> None:
     body = variables()[THRESHOLD_VARIABLE]
     validation = unwrap(body["validation"])
     assert len(unwrap(validation["error_message"])) > 20
-    condition = unwrap(validation["condition"]).removeprefix("${").removesuffix("}")
-    candidates = [1, 20, 100000, 0, -5, 2.5]
-    expression = condition.replace(f"var.{THRESHOLD_VARIABLE}", "v")
-    result = console(f"jsonencode([for v in {json.dumps(candidates)} : {expression}])")
-    assert json.loads(json.loads(result)) == [True, True, True, False, False, False]
+    accepted = evaluate_for_each(
+        unwrap(validation["condition"]), THRESHOLD_VARIABLE, [1, 20, 100000, 0, -5, 2.5]
+    )
+    assert accepted == [True, True, True, False, False, False]

@@ -9,18 +9,19 @@ from typing import Any
 
 import pytest
 
+import layout
 from tests.infrastructure import provider_schema
+from tests.infrastructure.stack import DESIGN_NOTE_VARIABLES
 from tests.infrastructure.terraform import (
     BOOTSTRAP_FILESET,
     INFRA,
     META_ARGUMENTS,
-    SETTINGS_KEYS,
     USER_DATA_FILES,
-    USER_DATA_UNITS,
     blocks,
     expressions,
     locals_,
     parsed,
+    resource,
     terraform,
     tfvars_example,
     unwrap,
@@ -206,20 +207,7 @@ def test_variables_and_outputs_are_alphabetical() -> None:
 
 
 def test_the_design_note_variables_are_accepted_under_their_names() -> None:
-    design = {
-        "credentials_profile",
-        "region",
-        "key_name",
-        "identity_file_path",
-        "allowed_ips",
-        "team_pass",
-        "instance_type",
-        "ami",
-        "github_repo_name",
-        "github_user_name",
-        "github_access_token",
-    }
-    assert design <= set(variables())
+    assert DESIGN_NOTE_VARIABLES <= set(variables())
     assert unwrap(variables()["instance_type"]["default"]) == "g4dn.4xlarge"
 
 
@@ -256,16 +244,17 @@ def test_the_tests_render_user_data_and_the_bundle_exactly_as_locals_tf_does() -
     bundle = unwrap(locals_()["bootstrap_bundle"])
     assert "fileset(local.bootstrap_dir" in bundle and f'"{BOOTSTRAP_FILESET}"' in bundle
     assert "base64gzip(jsonencode(" in bundle
-    assert "range(0,length(local.bootstrap_bundle),4000)" in unwrap(
+    chunk = layout.BUNDLE_CHUNK_CHARS
+    assert f"range(0,length(local.bootstrap_bundle),{chunk})" in unwrap(
         locals_()["bootstrap_chunks"]
     ).replace(" ", "")
     assert unwrap(locals_()["user_data_files"]) == list(USER_DATA_FILES)
-    assert unwrap(locals_()["user_data_units"]) == list(USER_DATA_UNITS)
+    assert unwrap(locals_()["user_data_units"]) == list(layout.USER_DATA_UNITS)
     user_data = unwrap(locals_()["user_data"])
     assert "local.user_data_files" in user_data and "local.user_data_units" in user_data
     assert "'bootstrap_env': '${local.bootstrap_env}'" in user_data
-    assert set(unwrap(locals_()["bootstrap_env"])) == {"AWS_REGION", "BOOTSTRAP_PARAMETER_PREFIX"}
-    assert set(unwrap(locals_()["instance_config"])) == set(SETTINGS_KEYS)
+    assert tuple(unwrap(locals_()["bootstrap_env"])) == layout.BOOTSTRAP_KEYS
+    assert set(unwrap(locals_()["instance_config"])) == set(layout.SETTINGS)
 
 
 def test_user_data_carries_only_where_the_settings_are_never_the_settings_themselves() -> None:
@@ -279,10 +268,6 @@ def test_user_data_carries_only_where_the_settings_are_never_the_settings_themse
     assert unwrap(settings["name"]) == "${local.bootstrap_parameter_prefix}/settings"
     assert unwrap(settings["value"]) == "${jsonencode(local.instance_config)}"
     assert (unwrap(settings["type"]), unwrap(settings["tier"])) == ("String", "Standard")
-
-
-def resource(type_name: str, name: str) -> dict[str, Any]:
-    return next(body for t, n, body in blocks("resource") if (t, n) == (type_name, name))
 
 
 def test_instance_is_hardened_and_survives_later_applies() -> None:

@@ -20,8 +20,9 @@ import pytest
 from tests.infrastructure.terraform import (
     INFRA,
     blocks,
-    console,
-    terraform,
+    console_with_variable,
+    evaluate_for_each,
+    resource,
     tfvars_example,
     unwrap,
     variables,
@@ -29,10 +30,6 @@ from tests.infrastructure.terraform import (
 
 VARIABLE = "waf_rate_limit_per_ip"
 ERROR_START = f"{VARIABLE} must be null"
-
-
-def resource(type_name: str, name: str) -> dict[str, Any]:
-    return next(body for t, n, body in blocks("resource") if (t, n) == (type_name, name))
 
 
 def web_acl() -> dict[str, Any]:
@@ -49,27 +46,9 @@ def only_rule() -> dict[str, Any]:
     return rules[0]
 
 
-def variable_block() -> str:
-    """The variable's HCL, verbatim from variables.tf (a block ends at the first `}` in column 0)."""
-    text = (INFRA / "variables.tf").read_text()
-    match = re.search(rf'^variable "{VARIABLE}" \{{\n.*?^\}}\n', text, re.S | re.M)
-    assert match, f"variables.tf declares no variable {VARIABLE}"
-    return match.group(0)
-
-
-def console_with(tmp_path: Path, tfvars: str) -> subprocess.CompletedProcess[str]:
-    """`terraform console` in a module holding only the variable, fed the given tfvars line."""
-    (tmp_path / "main.tf").write_text(variable_block())
-    (tmp_path / "test.tfvars").write_text(tfvars)
-    return subprocess.run(
-        [terraform(), "console", "-no-color", "-var-file=test.tfvars"],
-        input=f"jsonencode(var.{VARIABLE})",
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def console_with(tmp_path: Path, value: str) -> subprocess.CompletedProcess[str]:
+    """`terraform console` in a module holding only the variable, set to `value` (HCL)."""
+    return console_with_variable(tmp_path, VARIABLE, f"{VARIABLE} = {value}\n")
 
 
 @pytest.mark.parametrize(
@@ -84,7 +63,7 @@ def console_with(tmp_path: Path, tfvars: str) -> subprocess.CompletedProcess[str
 def test_terraform_accepts_no_waf_or_a_whole_limit_in_wafs_range(
     tmp_path: Path, value: str, expected: int | None
 ) -> None:
-    result = console_with(tmp_path, f"{VARIABLE} = {value}\n")
+    result = console_with(tmp_path, value)
     assert ERROR_START not in result.stderr, result.stderr
     assert result.returncode == 0, result.stderr
     assert json.loads(json.loads(result.stdout.strip())) == expected
@@ -94,7 +73,7 @@ def test_terraform_accepts_no_waf_or_a_whole_limit_in_wafs_range(
 def test_terraform_refuses_a_limit_waf_would_refuse_and_says_what_to_type(
     tmp_path: Path, value: str
 ) -> None:
-    result = console_with(tmp_path, f"{VARIABLE} = {value}\n")
+    result = console_with(tmp_path, value)
     assert "Invalid value for variable" in result.stderr, result.stderr
     message = " ".join(result.stderr.split())  # Terraform wraps the message at 80 columns
     assert unwrap(variables()[VARIABLE]["validation"][0]["error_message"]) in message
@@ -112,11 +91,7 @@ def test_each_waf_resource_exists_only_when_the_limit_is_set(type_name: str) -> 
     """The count expression, evaluated by the real `terraform console` for null and two limits."""
     count = unwrap(resource(type_name, "start_link")["count"])
     assert f"var.{VARIABLE}" in count
-    # checkov's hcl2 prints the literal null as Python's None.
-    expression = count.removeprefix("${").removesuffix("}").replace("None", "null")
-    expression = expression.replace(f"var.{VARIABLE}", "v")
-    result = console(f"jsonencode([for v in [null, 10, 100] : {expression}])")
-    assert json.loads(json.loads(result)) == [0, 1, 1]
+    assert evaluate_for_each(count, VARIABLE, [None, 10, 100]) == [0, 1, 1]
 
 
 def test_the_web_acl_is_regional_and_lets_through_what_no_rule_blocks() -> None:

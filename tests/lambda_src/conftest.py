@@ -3,9 +3,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+import traceback
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import pytest
@@ -76,36 +78,84 @@ def call(evt: Any) -> tuple[int, dict | str]:
 
 
 class LambdaRuntimeLog(logging.Handler):
-    """The Lambda Python runtime's log handler (awslambdaric bootstrap.py LambdaLoggerHandler and
-    FramedTelemetryLogSink): each record formatted with the runtime's format, then encoded to UTF-8
-    with no error handling, so a line that can't be encoded raises out of the logging call, out of
-    the handler, and API Gateway answers 502. `lines` are exactly what CloudWatch receives."""
+    """The Lambda Python runtime's log handler with the function's JSON log format
+    (infrastructure/lambda.tf logging_config): awslambdaric's LambdaLoggerFilter puts the request
+    id on the record, its JsonFormatter (lambda_runtime_log_utils.py) makes one JSON object of it
+    (timestamp, level, message, logger, requestId, the exception fields when there is one, and
+    every further attribute of the record, such as the handler's `extra` fields; None values are
+    dropped), dumped with ensure_ascii=False and default=str. The sink (FramedTelemetryLogSink)
+    then encodes it to UTF-8 with no error handling, so a line that can't be encoded raises out of
+    the logging call, out of the handler, and API Gateway answers 502. `lines` are exactly what
+    CloudWatch receives; `objects` are the same lines parsed."""
 
-    FORMAT = "[%(levelname)s]\t%(asctime)s.%(msecs)dZ\t%(aws_request_id)s\t%(message)s\n"
     REQUEST_ID = "8f5c1a2e-0d3b-4c7a-9e61-2b4f7d9c0a11"
+    DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+    RESERVED = frozenset(
+        {
+            "name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module",
+            "exc_info", "exc_text", "stack_info", "lineno", "funcName", "created", "msecs",
+            "relativeCreated", "thread", "threadName", "processName", "process",
+            "aws_request_id", "_frame_type",
+        }
+    )  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__(level=logging.INFO)
-        formatter = logging.Formatter(self.FORMAT, "%Y-%m-%dT%H:%M:%S")
-        formatter.converter = time.gmtime
-        self.setFormatter(formatter)
+        self.formatter = logging.Formatter(datefmt=self.DATETIME_FORMAT)
+        self.formatter.converter = time.gmtime
         self.lines: list[str] = []
+
+    @property
+    def objects(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines]
+
+    def as_json(self, record: logging.LogRecord) -> str:
+        exc_info = record.exc_info
+        result: dict[str, Any] = {
+            "timestamp": self.formatter.formatTime(record, self.DATETIME_FORMAT),
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "logger": record.name,
+            "stackTrace": traceback.format_tb(exc_info[2]) if exc_info else None,
+            "errorType": exc_info[0].__name__ if exc_info and exc_info[0] else None,
+            "errorMessage": str(exc_info[1]) if exc_info else None,
+            "requestId": getattr(record, "aws_request_id", None),
+            "location": f"{record.pathname}:{record.funcName}:{record.lineno}",
+        }
+        result.update(
+            (key, value)
+            for key, value in record.__dict__.items()
+            if key not in self.RESERVED and key not in result
+        )
+        result = {key: value for key, value in result.items() if value is not None}
+        return json.dumps(result, default=str, ensure_ascii=False) + "\n"
 
     def emit(self, record: logging.LogRecord) -> None:
         record.aws_request_id = self.REQUEST_ID
-        line = self.format(record)
+        line = self.as_json(record)
         line.encode("utf8")
         self.lines.append(line)
+
+
+Sink = TypeVar("Sink", bound=logging.Handler)
+
+
+@contextmanager
+def on_the_root_logger(sink: Sink) -> Iterator[Sink]:
+    """`sink` receives every record that reaches the root logger, until the block ends."""
+    root = logging.getLogger()
+    root.addHandler(sink)
+    try:
+        yield sink
+    finally:
+        root.removeHandler(sink)
 
 
 @pytest.fixture(autouse=True)
 def runtime_log() -> Iterator[LambdaRuntimeLog]:
     """Every handler test logs through the runtime's strict handler, as in AWS."""
-    sink = LambdaRuntimeLog()
-    root = logging.getLogger()
-    root.addHandler(sink)
-    yield sink
-    root.removeHandler(sink)
+    with on_the_root_logger(LambdaRuntimeLog()) as sink:
+        yield sink
 
 
 class FakeClock:

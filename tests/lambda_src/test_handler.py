@@ -182,38 +182,33 @@ def test_insufficient_capacity_without_fallbacks_answers_503_retry(stack: Stack)
     assert stack.state() == "stopped"
 
 
-def test_insufficient_capacity_switches_to_the_next_fallback_type(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("fallbacks", "status", "said", "runs_as", "state"),
+    [
+        ("g5.4xlarge, g6.4xlarge", 200, "runs as g6.4xlarge", "g6.4xlarge", "running"),
+        ("g5.4xlarge", 503, "g4dn.4xlarge or g5.4xlarge", None, "stopped"),
+    ],
+    ids=["switches-to-the-next-fallback-type", "none-left-answers-503"],
+)
+def test_insufficient_capacity_for_the_first_two_types(
+    stack: Stack,
+    monkeypatch: pytest.MonkeyPatch,
+    fallbacks: str,
+    status: int,
+    said: str,
+    runs_as: str | None,
+    state: str,
 ) -> None:
-    monkeypatch.setenv("FALLBACK_INSTANCE_TYPES", "g5.4xlarge, g6.4xlarge")
-    with patch_start_instances(
-        {
-            "g4dn.4xlarge": "InsufficientInstanceCapacity",
-            "g5.4xlarge": "InsufficientInstanceCapacity",
-        }
-    ):
-        status, body = call(start_event())
-    assert status == 200
-    assert body["message"].startswith(STARTING)
-    assert "runs as g6.4xlarge" in body["message"]
-    assert stack.instance_type() == "g6.4xlarge"
-    assert stack.state() == "running"
-
-
-def test_insufficient_capacity_for_every_type_answers_503(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FALLBACK_INSTANCE_TYPES", "g5.4xlarge")
-    with patch_start_instances(
-        {
-            "g4dn.4xlarge": "InsufficientInstanceCapacity",
-            "g5.4xlarge": "InsufficientInstanceCapacity",
-        }
-    ):
-        status, body = call(start_event())
-    assert status == 503
-    assert "g4dn.4xlarge or g5.4xlarge" in body["message"]
-    assert stack.state() == "stopped"
+    monkeypatch.setenv("FALLBACK_INSTANCE_TYPES", fallbacks)
+    no_capacity = "InsufficientInstanceCapacity"
+    with patch_start_instances({"g4dn.4xlarge": no_capacity, "g5.4xlarge": no_capacity}):
+        got, body = call(start_event())
+    assert got == status
+    assert said in body["message"]
+    if status == 200:
+        assert body["message"].startswith(STARTING)
+        assert stack.instance_type() == runs_as
+    assert stack.state() == state
 
 
 def start_a_fallback_session_then_stop(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 import handler
+import reply
 from demo.gateway import serve
 from tests.browser.chromium import chromium
 from tests.lambda_src.conftest import TEAM_PASS, Stack
@@ -47,5 +48,5 @@ def test_page_loads_refreshes_while_starting_then_shows_the_link(stack: Stack, g
 
         # Once the link is shown, the page stops reloading itself.
         seen = gateway.RequestHandlerClass.requests_seen
-        time.sleep(handler.PAGE_REFRESH_SECONDS + 2)
+        time.sleep(reply.PAGE_REFRESH_SECONDS + 2)
         assert gateway.RequestHandlerClass.requests_seen == seen

@@ -8,10 +8,10 @@ from unittest import mock
 
 import boto3
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import handler
+import request
 from tests.lambda_src.conftest import (
     PARAMETER,
     TEAM_PASS,
@@ -145,7 +145,7 @@ def test_a_password_that_is_not_utf8_gets_a_400_json_answer(
         overrides["queryStringParameters"] = None
     status, body = call(event("/start", None, **overrides))
     assert status == 400
-    assert body == {"message": handler.NOT_UTF8_MESSAGE, "state": None}
+    assert body == {"message": request.NOT_UTF8_MESSAGE, "state": None}
 
 
 @pytest.mark.parametrize(
@@ -161,7 +161,7 @@ def test_any_query_parameter_that_is_not_utf8_gets_a_400(
     stack: Stack, no_ec2, params: dict
 ) -> None:
     status, body = call(event("/start", None, **both_query_forms(params)))
-    assert (status, body["message"]) == (400, handler.NOT_UTF8_MESSAGE)
+    assert (status, body["message"]) == (400, request.NOT_UTF8_MESSAGE)
 
 
 def test_an_earlier_repeated_value_that_is_not_utf8_gets_a_400(stack: Stack, no_ec2) -> None:
@@ -295,6 +295,6 @@ def test_fuzzed_events_never_5xx_and_never_start_without_the_password(stack: Sta
         "Content-Type"
     ] == "application/json" else None
     if start.called:
-        params = handler.query_parameters(evt)
+        params = request.query_parameters(evt)
         assert params.get("pass") == TEAM_PASS
         stack.ec2.stop_instances(InstanceIds=[stack.instance_id])

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import requests
 
+from tests.support.notebooks import notebook, notebook_model
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "ec2_bootstrap" / "jupyter_server_config.py"
 PASSWORD = "team-password-for-tests"
@@ -64,6 +66,10 @@ class Jupyter:
         model = {"type": kind, "format": "text" if kind == "file" else None, "content": content}
         return self.api("PUT", f"/api/contents/{path}", json=model)
 
+    def save_notebook(self, path: str, *sources: str) -> requests.Response:
+        """Save a notebook with a code cell per source, as JupyterLab's Ctrl-S does."""
+        return self.api("PUT", f"/api/contents/{path}", json=notebook_model(*sources))
+
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -71,6 +77,49 @@ class Jupyter:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 15) -> None:
+    """Stop a process started with `start_new_session=True` and everything it started.
+
+    SIGTERM to its process group, up to `grace` seconds to exit, then SIGKILL to the group and a
+    wait, so no child (a kernel, a terminal, git) outlives the test. A process that has already
+    exited is left alone: its group id may belong to someone else by now.
+    """
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def start_in_session(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start `command` in its own session (stop it with `stop_process_group`), in `log`'s folder,
+    its output and errors to `log`, unbuffered, with this Python's bin folder first on PATH."""
+    bin_dir = Path(sys.executable).parent
+    environment = {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+    with log.open("w") as out:
+        return subprocess.Popen(
+            command,
+            cwd=log.parent,
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def jupyter_folders(work: Path) -> dict[str, str]:
+    """Jupyter's config, data and runtime folders and the activity file, all in `work`."""
+    return {
+        "JUPYTER_CONFIG_DIR": str(work / "config"),
+        "JUPYTER_DATA_DIR": str(work / "data"),
+        "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+        "JUPYTER_ACTIVITY_FILE": str(work / "activity.json"),
+    }
 
 
 def wait_until_up(
@@ -118,13 +167,9 @@ def running_jupyter(
         "JUPYTER_ROOT_DIR": str(root_dir),
         "JUPYTER_TOKEN": token,
         "JUPYTER_HASHED_PASSWORD": hashed_password if hashed_password is not None else hashed(),
-        "JUPYTER_ACTIVITY_FILE": str(activity),
-        "JUPYTER_CONFIG_DIR": str(work / "config"),
-        "JUPYTER_DATA_DIR": str(work / "data"),
-        "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+        **jupyter_folders(work),
         "JUPYTER_AUTOSAVE_DEBOUNCE": "0.5",
         "HOME": os.environ.get("HOME", str(work)),
-        "PYTHONUNBUFFERED": "1",
     }
     environment.pop("JUPYTER_CERTFILE", None)
     environment.pop("JUPYTER_KEYFILE", None)
@@ -133,30 +178,17 @@ def running_jupyter(
         environment |= {"JUPYTER_CERTFILE": str(cert), "JUPYTER_KEYFILE": str(key)}
     environment |= env or {}
     log = work / "jupyter.log"
-    bin_dir = Path(sys.executable).parent
-    environment["PATH"] = f"{bin_dir}:{environment.get('PATH', '')}"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(bin_dir / "jupyter"), "lab", f"--config={CONFIG}", "--no-browser", *ROOT_FLAG],
-            cwd=work,
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    jupyter = Path(sys.executable).parent / "jupyter"
+    process = start_in_session(
+        [str(jupyter), "lab", f"--config={CONFIG}", "--no-browser", *ROOT_FLAG], environment, log
+    )
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     server = Jupyter(url, token, root_dir, activity, process, log)
     try:
         wait_until_up(url, token, process, log)
         yield server
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
+        stop_process_group(process)
 
 
 def login(url: str, password: str, timeout: float = 30) -> requests.Session:
@@ -181,10 +213,9 @@ def save_notebook(
     session: requests.Session, url: str, path: str, timeout: float = 60
 ) -> requests.Response:
     """Save an empty notebook through the contents API, as JupyterLab's Ctrl-S does."""
-    notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     return session.put(
         f"{url}/api/contents/{path}",
-        json={"type": "notebook", "content": notebook},
+        json={"type": "notebook", "content": notebook()},
         headers={"X-XSRFToken": session.cookies["_xsrf"]},
         timeout=timeout,
         verify=False,

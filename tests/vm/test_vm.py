@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 import requests
 
+import layout
 from bench.common import report
 from demo.git_remote import GitRemote
 from tests.ec2_bootstrap.autosave_support import wait_for
@@ -76,13 +77,13 @@ def guest_environment(local_env: dict[str, str]) -> str:
     fake credentials in place of the instance profile, the instance id in place of the metadata
     service, the host's git remote and wheelhouse), and a unit that prints each wake's phases,
     from the guest's own clocks, to the console once the ready step is done."""
-    env = "".join(f"{key}={value}\n" for key, value in local_env.items())
+    site = layout.Paths.from_env({}).local_env  # the instance's layout
     return f"""#!/bin/sh
 set -eu
-install -d -m 0755 /etc/jupyter-on-demand
-cat > /etc/jupyter-on-demand/local.env <<'EOF_ENV'
-{env}EOF_ENV
-chmod 0644 /etc/jupyter-on-demand/local.env
+install -d -m 0755 {site.parent}
+cat > {site} <<'EOF_ENV'
+{layout.env_file(local_env)}EOF_ENV
+chmod 0644 {site}
 cat > /usr/local/sbin/jod-wake-phases <<'EOF_SH'
 {WAKE_PHASES_SCRIPT}EOF_SH
 chmod 0755 /usr/local/sbin/jod-wake-phases

@@ -1,0 +1,109 @@
+"""The end of every wake (root, in the venv, after root's marker of the wake's success): once
+Jupyter answers, restart the idle clock and tag the instance READY_TAG=<time>; `boot.py ready`
+does the same by hand. Shipped in the code bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+
+from boot_sync import aws_client
+from layout import BootError, Paths, jupyter_url, read_config
+from rootfs import write_file
+from wake_marker import wake_result
+
+logger = logging.getLogger("jupyter_on_demand.boot")
+
+
+# --- Ready signal (root) ----------------------------------------------------------------------
+
+
+def instance_id(config: dict[str, str]) -> str:
+    """From the config (tests) or IMDSv2."""
+    if config.get("INSTANCE_ID"):
+        return config["INSTANCE_ID"]
+    import requests
+
+    endpoint = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://169.254.169.254").rstrip(
+        "/"
+    )
+    token = requests.put(
+        f"{endpoint}/latest/api/token",
+        headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        timeout=5,
+    ).text
+    return requests.get(
+        f"{endpoint}/latest/meta-data/instance-id",
+        headers={"X-aws-ec2-metadata-token": token},
+        timeout=5,
+    ).text
+
+
+def jupyter_answers(config: dict[str, str], jupyter_env: dict[str, str]) -> bool:
+    import requests
+    import urllib3
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # our own certificate
+
+    url = f"{jupyter_url(config)}/api/status?no_track_activity=1"
+    try:
+        response = requests.get(
+            url,
+            headers={"Authorization": f"token {jupyter_env.get('JUPYTER_TOKEN', '')}"},
+            timeout=5,
+            verify=False,  # noqa: S501  (loopback, our own self-signed certificate)
+        )
+    except requests.RequestException:
+        return False
+    return response.status_code == 200
+
+
+def start_idle_clock(paths: Paths) -> None:
+    """The idle clock restarts when people can use the machine (a first boot's install can take
+    a while); root's own state file, in root's folder, as the idle checker keeps it."""
+    from idle_decision import clock_state
+    from idle_proc import boot_id
+
+    state = clock_state(boot_id(), datetime.now(timezone.utc), "Jupyter ready")
+    write_file(paths.idle_state, json.dumps(state), 0o644)
+
+
+# How long the end of the wake waits for Jupyter's first answer (what `boot.py ready` waited);
+# JOD_READY_TIMEOUT sets it (tests that run a wake with no Jupyter to answer).
+READY_TIMEOUT = float(os.environ.get("JOD_READY_TIMEOUT", "600"))
+
+
+def announce_ready(paths: Paths, timeout: float | None = None) -> None:
+    """The end of a successful wake, in its process: once Jupyter answers, restart the idle clock
+    and tag the instance READY_TAG=<time>. The EC2 client (EC2's large model) is made here,
+    after root's marker: Jupyter's config and listen run meanwhile."""
+    timeout = READY_TIMEOUT if timeout is None else timeout
+    config = read_config(paths.config)
+    jupyter_env = read_config(paths.jupyter_env)
+    ec2 = aws_client("ec2", config)
+    instance = instance_id(config)
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    while not jupyter_answers(config, jupyter_env):
+        if time.monotonic() > deadline:
+            raise BootError(f"Jupyter did not answer within {timeout:.0f} s")
+        time.sleep(0.2)  # a refused connection on loopback costs nothing
+    logger.info("Jupyter answers after %.1f s", time.monotonic() - started)
+    start_idle_clock(paths)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    ec2.create_tags(Resources=[instance], Tags=[{"Key": config["READY_TAG"], "Value": now}])
+    logger.info("JUPYTER-ON-DEMAND READY at %s", now)
+
+
+def ready_step(paths: Paths, timeout: float | None = None, wake_timeout: float = 960) -> None:
+    """`boot.py ready` by hand (no unit runs it: the wake ends with announce_ready): once this
+    boot's wake succeeded, the same as the wake's end."""
+    result = wake_result(paths, wake_timeout)
+    if result is not True:
+        raise BootError("this boot's wake " + ("failed" if result is False else "did not end")
+                        + "; Jupyter does not start (journalctl -u jupyter-on-demand-secrets)")  # fmt: skip
+    announce_ready(paths, timeout)
