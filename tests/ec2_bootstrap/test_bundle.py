@@ -91,7 +91,8 @@ def test_sync_installs_the_code_and_units_and_removes_the_cron_idle_check(ssm, p
         text = (paths.systemd / unit).read_text()
         # Rendered from the bundle's template for this very layout: every process a unit starts
         # finds the same paths (Environment=), and no placeholder is left.
-        assert text == layout.render_unit((BOOTSTRAP / unit).read_text(), values), unit
+        template = (BOOTSTRAP / f"{unit}{layout.TEMPLATE_SUFFIX}").read_text()
+        assert text == layout.render_unit(unit, template, values), unit
         assert "{" not in text and "}" not in text, unit
         if unit.endswith(".service"):
             assert layout.Paths.from_env(units.environment(text)) == paths, unit

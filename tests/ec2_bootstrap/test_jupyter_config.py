@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import requests
 
-import layout
 from tests.support.jupyter import (
     CONFIG,
     PASSWORD,
@@ -114,9 +113,9 @@ def test_kernels_do_not_inherit_the_password_hash_or_the_token(tmp_path) -> None
 
 
 def rendered_unit() -> list[str]:
-    """The unit's lines as `boot.py sync` renders its template for the instance's default layout."""
-    values = layout.unit_values(layout.Paths.from_env({}), install_condition="")
-    return layout.render_unit(UNIT.read_text(), values).splitlines()
+    """The unit's lines as `boot.py sync` renders its template for the instance's default layout
+    (the unit file beside the template: test_user_data.py keeps it so)."""
+    return UNIT.read_text().splitlines()
 
 
 def unit_environment() -> dict[str, str]:
