@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need, when they are missing: Chromium for the browser
 # tests, shellcheck, socat, QEMU/debootstrap/cloud-image-utils for the VM test, cloud-init for
-# `cloud-init schema`. Runs apt only when something is missing; needs root (or sudo).
+# `cloud-init schema`, systemd-analyze for the units. Runs apt only when something is missing; needs root (or sudo).
 set -euo pipefail
 
 declare -A package_of=(
@@ -17,6 +17,7 @@ declare -A package_of=(
   [cloud-init]=cloud-init
   [mke2fs]=e2fsprogs
   [openssl]=openssl
+  [systemd-analyze]=systemd
 )
 
 missing=()

@@ -8,6 +8,9 @@ import getpass
 import gzip
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -111,6 +114,39 @@ def test_sync_installs_the_code_and_units_and_removes_the_cron_idle_check(ssm, p
         assert compiled.is_file(), name
         assert compiled.stat().st_uid == os.geteuid()
     assert not (paths.app / "__pycache__").stat().st_mode & 0o022
+
+
+def test_systemd_accepts_every_unit_the_sync_renders_and_every_unit_file_shipped(
+    ssm, paths, tmp_path
+) -> None:
+    """`systemd-analyze verify`: what the sync installs for a layout (here one in tmp_path, with
+    a venv Python that exists), and the unit files an older version's sync installs by name (the
+    default layout). A template itself is no unit: systemd refuses it (the control)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze is missing: apt-get install systemd")
+    paths.venv_python.parent.mkdir(parents=True)
+    paths.venv_python.symlink_to(Path(sys.executable).resolve())
+    assert boot.main(["sync"]) == 0
+
+    def verify(*units: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([analyze, "verify", *map(str, units)], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+
+    installed = verify(*(paths.systemd / unit for unit in layout.UNITS))
+    assert installed.returncode == 0 and not installed.stderr.strip(), installed.stderr
+    shipped = tmp_path / "shipped"  # the unit files beside the templates, their own names
+    shipped.mkdir()
+    for unit in layout.UNITS:
+        text = (BOOTSTRAP / unit).read_text()  # the default layout's paths, absent here
+        (shipped / unit).write_text(text.replace(str(layout.Paths.from_env({}).venv_python),
+                                                 str(paths.venv_python)))  # fmt: skip
+    result = verify(*(shipped / unit for unit in layout.UNITS))
+    assert result.returncode == 0 and "is not executable" not in result.stderr, result.stderr
+    raw = tmp_path / "raw" / layout.JUPYTER_UNIT
+    raw.parent.mkdir()
+    raw.write_text((BOOTSTRAP / f"{layout.JUPYTER_UNIT}{layout.TEMPLATE_SUFFIX}").read_text())
+    assert verify(raw).returncode != 0
 
 
 def test_the_units_follow_a_moved_clone_home_and_user(ssm, paths, monkeypatch, tmp_path) -> None:
