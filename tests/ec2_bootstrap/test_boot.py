@@ -20,7 +20,7 @@ import boot
 import layout
 import wake_marker
 from demo.git_remote import GitRemote
-from tests.support.ssm import moto_ssm_server, put_secrets
+from tests.support.ssm import PREFIX, moto_ssm_server, put_secrets, settings_for
 
 PASSWORD = "the-team-password"
 TOKEN = "ghp_test_token_0123456789abcdef"
@@ -38,15 +38,9 @@ def ssm():
 def paths(tmp_path, monkeypatch, remote: GitRemote) -> layout.Paths:
     config = tmp_path / "etc" / "config.env"
     config.parent.mkdir()
-    config.write_text(
-        "AWS_REGION=us-east-1\n"
-        "TEAM_PASS_PARAMETER=/jod/team-pass\n"
-        "GITHUB_TOKEN_PARAMETER=/jod/github-token\n"
-        f"GITHUB_REPO_URL={remote.url}\n"
-        "GITHUB_USER_NAME=autosave\n"
-        "JUPYTER_PORT=8443\n"
-        "JUPYTER_TLS=1\n"
-    )
+    # As `boot.py sync` writes it from the settings Terraform writes (the steps here skip it).
+    where = {"AWS_REGION": "us-east-1", "BOOTSTRAP_PARAMETER_PREFIX": PREFIX}
+    config.write_text(layout.env_file(layout.config_values(where, settings_for(remote.url), {})))
     env = {
         "JOD_CONFIG": str(config),
         "JOD_APP_DIR": str(Path(boot.__file__).parent),

@@ -36,6 +36,7 @@ from demo.git_remote import GitRemote
 from layout import Paths, read_config
 from tests.infrastructure.terraform import render_bundle
 from tests.support.jupyter import running_jupyter
+from tests.support.ssm import PREFIX, put_bundle, put_settings, settings_for
 from tests.support.system_python import system_python_version, system_venv, wheelhouse
 
 USER = "jod-notebook"
@@ -131,24 +132,12 @@ def instance(notebook_user, venv_python) -> Iterator[Instance]:
     ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint)
     ssm.put_parameter(Name="/jod/team-pass", Value=PASSWORD, Type="SecureString")
     ssm.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
-    for name, value in render_bundle().items():
-        ssm.put_parameter(Name=f"/jod/bootstrap/{name}", Value=value, Type="String")
+    put_bundle(ssm, PREFIX, render_bundle())
     instance_id = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)["Instances"][0][
         "InstanceId"
     ]
     remote = GitRemote(root / "remote", token=TOKEN)
-    settings = {
-        "AWS_REGION": "us-east-1",
-        "TEAM_PASS_PARAMETER": "/jod/team-pass",
-        "GITHUB_TOKEN_PARAMETER": "/jod/github-token",
-        "GITHUB_REPO_URL": remote.url,
-        "GITHUB_USER_NAME": "autosave",
-        "JUPYTER_PORT": "8443",
-        "JUPYTER_TLS": "1",
-        "IDLE_MINUTES": "40",
-        "READY_TAG": READY_TAG,
-    }
-    ssm.put_parameter(Name="/jod/bootstrap/settings", Value=json.dumps(settings), Type="String")
+    put_settings(ssm, PREFIX, settings_for(remote.url, READY_TAG=READY_TAG))
     config = root / "etc" / "config.env"  # written by boot.py from the settings
     config.parent.mkdir()
     # user_data's bootstrap.env, and the site's local.env with what this test adds.

@@ -1,7 +1,8 @@
 """How long the project's boot steps add to a wake, measured locally (root, as CI runs).
 
-    .venv/bin/python -m tests.ec2_bootstrap.wake_timing --wake wake --runs 7
-    .venv/bin/python -m tests.ec2_bootstrap.wake_timing --bootstrap /tmp/old/ec2_bootstrap \
+    PYTHONPATH=ec2_bootstrap .venv/bin/python -m tests.ec2_bootstrap.wake_timing --wake wake --runs 7
+    PYTHONPATH=ec2_bootstrap .venv/bin/python -m tests.ec2_bootstrap.wake_timing \
+        --bootstrap /tmp/old/ec2_bootstrap \
         --wake sync,secrets --runs 7
 
 A throw-away instance layout as on the machine (the user_data files in the app folder, the code
@@ -19,7 +20,6 @@ ready wait ends at its first poll: what is measured is the steps' own work.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pwd
 import shutil
@@ -37,14 +37,15 @@ from pathlib import Path
 import boto3
 import requests
 
+import layout
 from demo.git_remote import GitRemote
 from tests.infrastructure.terraform import render_bundle
+from tests.support.ssm import PREFIX, put_bundle, put_secrets, put_settings, settings_for
 from tests.support.system_python import system_python_version, system_venv, wheelhouse
 
 USER = "jod-wake-timing"
 TOKEN = "ghp_wake_timing_token_0123456789"
 ROOT = Path(__file__).resolve().parents[2]
-USER_DATA_FILES = ("boot.py", "layout.py", "idle-failsafe.sh", "requirements.txt")
 
 
 def ensure_user() -> None:
@@ -117,22 +118,10 @@ def measure(
     port = jupyter.__enter__()
     try:
         ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=endpoint)
-        ssm.put_parameter(Name="/jod/team-pass", Value="the-team-password", Type="SecureString")
-        ssm.put_parameter(Name="/jod/github-token", Value=TOKEN, Type="SecureString")
-        for name, value in render_bundle(bootstrap).items():
-            ssm.put_parameter(Name=f"/jod/bootstrap/{name}", Value=value, Type="String")
-        settings = {
-            "AWS_REGION": "us-east-1",
-            "TEAM_PASS_PARAMETER": "/jod/team-pass",
-            "GITHUB_TOKEN_PARAMETER": "/jod/github-token",
-            "GITHUB_REPO_URL": remote.url,
-            "GITHUB_USER_NAME": "autosave",
-            "JUPYTER_PORT": str(port),
-            "JUPYTER_TLS": "1",
-            "IDLE_MINUTES": "40",
-            "READY_TAG": "jupyter-on-demand:ready-at",
-        }
-        ssm.put_parameter(Name="/jod/bootstrap/settings", Value=json.dumps(settings), Type="String")
+        put_secrets(ssm, "the-team-password", TOKEN)
+        put_bundle(ssm, PREFIX, render_bundle(bootstrap))
+        settings = settings_for(remote.url, JUPYTER_PORT=str(port))
+        put_settings(ssm, PREFIX, settings)
         etc = root / "etc"
         etc.mkdir()
         site = {
@@ -143,17 +132,19 @@ def measure(
             "PIP_NO_INDEX": "1",
             "PIP_FIND_LINKS": str(wheelhouse(system_python_version())),
         }
-        (etc / "bootstrap.env").write_text(
-            "AWS_REGION=us-east-1\nBOOTSTRAP_PARAMETER_PREFIX=/jod/bootstrap\n"
-        )
-        (etc / "local.env").write_text("".join(f"{k}={v}\n" for k, v in site.items()))
+        where = {"AWS_REGION": "us-east-1", "BOOTSTRAP_PARAMETER_PREFIX": PREFIX}
+        (etc / "bootstrap.env").write_text(layout.env_file(where))
+        (etc / "local.env").write_text(layout.env_file(site))
         # What user_data wrote before bootstrap.env: the version measured may read only this.
-        everything = {**settings, "BOOTSTRAP_PARAMETER_PREFIX": "/jod/bootstrap", **site}
-        (etc / "config.env").write_text("".join(f"{k}={v}\n" for k, v in everything.items()))
+        config = layout.config_values(where, settings, site)
+        (etc / "config.env").write_text(layout.env_file(config))
         app = root / "app"
         app.mkdir()
-        for name in USER_DATA_FILES:
-            shutil.copy(bootstrap / name, app / name)
+        # The installer of the version measured (whatever its user_data ships is among these;
+        # the first sync writes the same files again).
+        for path in bootstrap.iterdir():
+            if path.is_file():
+                shutil.copy(path, app / path.name)
         (app / "venv").symlink_to(python.parent.parent)
         env = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
