@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import boto3
@@ -41,6 +42,10 @@ def demo(tmp_path):
         if match:
             banner[match.group(1).strip()] = match.group(2).strip()
     assert "START LINK" in banner, "".join(lines)
+    # The rest of its output, read as it comes (a full pipe would block the demo), for the end.
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    process.output, process.reader = lines, reader  # type: ignore[attr-defined]
     yield process, banner, jupyter_port
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
@@ -108,6 +113,7 @@ def test_the_demo_runs_the_whole_flow(demo) -> None:
     assert process.wait(60) == 0
     assert not port_open(jupyter_port)
     # Every step went right the first time: no wake the stand-in had to run again.
-    log = process.stdout.read()
+    process.reader.join(30)  # the pipe's end
+    log = "".join(process.output)
     for failure in ("hit an error", "BOOT FAILED", "Traceback"):
         assert failure not in log, log
