@@ -283,11 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    try:
-        stopped.wait()
-    except KeyboardInterrupt:
-        pass
+    # Ctrl-C and SIGTERM stop everything. Both handled here: a shell without job control starts
+    # a background job with SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stopped.set())
+    stopped.wait()
     logger.info("stopping the demo")
     instance.stop_event.set()
     thread.join(30)
