@@ -218,6 +218,13 @@ def sync_step(paths: Paths, ssm: Any = None, keep_last_good: bool = False) -> li
         if not keep_last_good:
             raise
         logger.error("%s; keeping the instance code installed in %s", error, paths.app)
+    sync_settings(paths, ssm, keep_last_good)
+    return changed
+
+
+def sync_settings(paths: Paths, ssm: Any, keep_last_good: bool) -> None:
+    """config.env from the settings in SSM; keep_last_good as sync_step."""
+    where = bootstrap_location(paths)
     try:
         write_settings(paths, where, fetch_settings(where, ssm))
     except BootError as error:
@@ -225,4 +232,3 @@ def sync_step(paths: Paths, ssm: Any = None, keep_last_good: bool = False) -> li
             raise
         logger.error("%s; keeping the last good %s (IDLE_MINUTES=%s)", error, paths.config,
                      read_config(paths.config).get("IDLE_MINUTES", "?"))  # fmt: skip
-    return changed

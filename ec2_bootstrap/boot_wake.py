@@ -11,7 +11,14 @@ import os
 import sys
 from pathlib import Path
 
-from boot_sync import aws_client, bootstrap_location, install_units, retire_legacy_units, sync_step
+from boot_sync import (
+    aws_client,
+    bootstrap_location,
+    install_units,
+    retire_legacy_units,
+    sync_settings,
+    sync_step,
+)
 from layout import UNITS, Paths
 from rootfs import systemctl
 from wake_marker import mark_wake
@@ -54,9 +61,11 @@ def wake_step(paths: Paths, synced: bool = False) -> None:
             os.execv(sys.executable, [sys.executable, str(here / "boot.py"), "wake", "--synced"])  # noqa: S606
     else:
         # The previous version's sync just ran (it exec'd this): it knew no legacy units, and
-        # installed the bundle's unit templates as they are; render them.
+        # installed the bundle's unit templates as they are; render them. It also refused (and
+        # kept the last config.env for) settings this version added; write them now.
         if install_units(paths, UNITS) | retire_legacy_units(paths):
             systemctl("daemon-reload")
+        sync_settings(paths, ssm, keep_last_good=True)
     boot_secrets.secrets_step(paths, ssm)
 
 

@@ -32,7 +32,15 @@ from typing import Any
 from idle_decision import UTC, Observation, Options, Verdict, clock_state, decide, parse_time
 from idle_proc import boot_id, boot_time, read_proc
 from idle_signals import BOOT_STEP, JUPYTER_SERVER, Machine, observe
-from layout import Paths, idle_minutes, jupyter_url, read_config
+from idle_verdict import changed, publish, stop_tags, summary, tags, view
+from layout import (
+    Paths,
+    idle_minutes,
+    jupyter_url,
+    max_keep_awake_hours,
+    read_config,
+    warn_minutes,
+)
 from rootfs import read_regular, write_file
 
 # What other modules and tests use from here (the names they had before the split).
@@ -68,7 +76,9 @@ LIMITS = {
         "boot_grace_seconds",
         "boot steps count as activity this long after the boot",
     ),
+    "warn_minutes": ("warn_seconds", "warn this long before the stop (at most a quarter of it)"),
 }
+IMDS_URL = "http://169.254.169.254"
 
 
 def utcnow() -> datetime:
@@ -106,7 +116,7 @@ def look(
         return Observation(booted_at=booted_at, notes=["observation failed"])
 
 
-def act(verdict: Verdict, state: dict[str, Any], options: Options) -> None:
+def act(verdict: Verdict, state: dict[str, Any], options: Options, told: dict[str, Any]) -> None:
     if verdict.action == "warn":
         minutes = (options.idle_seconds - verdict.idle_seconds) / 60
         message = (
@@ -130,6 +140,9 @@ def act(verdict: Verdict, state: dict[str, Any], options: Options) -> None:
                     "autosave flush failed (%s); the work stays committed on the disk", code
                 )
         logger.warning("stopping the machine: %s", verdict.reason)
+        reason = f"nobody worked for {options.idle_seconds / 60:g} min"
+        if not publish(options, stop_tags(told, reason)):
+            logger.error("the stop reason is not tagged: the start page won't say why it stopped")
         save_state(options.state_file, {**state, "stopped_at": verdict.time.isoformat()})
         code = run_command(options.stop_command, timeout=120)
         if code != 0:
@@ -173,7 +186,21 @@ def instance_defaults(paths: Paths) -> dict[str, Any]:
         "heartbeat_file": paths.idle_heartbeat,
         "flush_command": flush,
         "insecure": True,
+        "warn_minutes": warn_minutes(config),
+        "max_keep_awake_hours": max_keep_awake_hours(config),
+        "imds_url": config.get("IMDS_ENDPOINT", IMDS_URL),
+        "keep_awake_file": paths.keep_awake,
+        "verdict_file": paths.idle_verdict,
+        "publish_command": publish_command(paths),
     }
+
+
+def publish_command(paths: Paths) -> str | None:
+    """idle_publish.py in the venv (botocore), once the install made them."""
+    script = paths.app / "idle_publish.py"
+    if not (paths.venv_python.exists() and script.exists()):
+        return None
+    return shlex.join([str(paths.venv_python), str(script)])
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -215,6 +242,21 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--process-root", type=int, default=None, help="only judge this process tree"
     )
+    parser.add_argument(
+        "--max-keep-awake-hours", type=float, default=DEFAULTS["max_keep_awake_seconds"] / 3600
+    )
+    parser.add_argument(
+        "--imds-url", default=None, help="the instance metadata, for the start link's keep-awake"
+    )
+    parser.add_argument(
+        "--keep-awake-file", type=Path, default=None, help="JupyterLab's keep-awake request"
+    )
+    parser.add_argument(
+        "--verdict-file", type=Path, default=None, help="where JupyterLab reads the verdict"
+    )
+    parser.add_argument(
+        "--publish-command", default=None, help="tags the instance with the verdict (JSON stdin)"
+    )
     parser.add_argument("--cpu-percent", type=float, default=DEFAULTS["cpu_percent"])
     parser.add_argument("--gpu-percent", type=float, default=DEFAULTS["gpu_percent"])
     args = parser.parse_args(argv)
@@ -241,6 +283,11 @@ def parse_args(argv: list[str] | None) -> Options:
         cpu_percent=args.cpu_percent,
         gpu_percent=args.gpu_percent,
         heartbeat_file=args.heartbeat_file,
+        max_keep_awake_seconds=args.max_keep_awake_hours * 3600,
+        imds_url=args.imds_url or None,
+        keep_awake_file=args.keep_awake_file,
+        verdict_file=args.verdict_file,
+        publish_command=args.publish_command or None,
         **limits,
     )
 
@@ -257,6 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     state = load_state(options.state_file, boot_id(), booted_at)
     state, verdict = decide(state, look(state, options, now, booted_at), options, now)
     logger.info("%s: %s", verdict.action, verdict.reason)
+    told = view(verdict, options)
+    if options.verdict_file is not None:
+        try:
+            write_file(options.verdict_file, json.dumps(told), 0o644)
+        except OSError:
+            logger.exception("could not write the verdict to %s", options.verdict_file)
+    if verdict.action != "stop" and changed(state.get("published"), told):
+        if publish(options, tags(told)):
+            state["published"] = summary(told)
     save_state(options.state_file, state)
     print(json.dumps(verdict.record()), flush=True)
     if options.heartbeat_file is not None:  # this run completed: the fail-safe stands down
@@ -264,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             write_file(options.heartbeat_file, verdict.time.isoformat(), 0o644)
         except OSError:
             logger.exception("could not touch %s", options.heartbeat_file)
-    act(verdict, state, options)
+    act(verdict, state, options, told)
     return 0
 
 

@@ -53,6 +53,15 @@ class Options:
     boot_grace_seconds: float = 30 * 60
     heartbeat_file: Path | None = None
     api_deadline_seconds: float = 30
+    # Keep-awake requests (idle_keep_awake.py): the metadata service whose tags hold the start
+    # link's, the file that holds JupyterLab's, and how long one may be.
+    imds_url: str | None = None
+    keep_awake_file: Path | None = None
+    max_keep_awake_seconds: float = 12 * 3600
+    # Where the verdict goes: a file Jupyter's status item reads, and the command that tags the
+    # instance with it (idle_verdict.py).
+    verdict_file: Path | None = None
+    publish_command: str | None = None
 
 
 @dataclass
@@ -64,6 +73,7 @@ class Observation:
     latest: dict[str, datetime] = field(default_factory=dict)  # newest time of each interaction
     notes: list[str] = field(default_factory=list)  # what was seen and did not count, and why
     memory: dict[str, Any] = field(default_factory=dict)  # the signals' records for the next run
+    kept_awake_until: datetime | None = None  # a keep-awake request in force (also in `active`)
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,15 @@ class Verdict:
     idle_seconds: float
     idle_limit_seconds: float
     active: list[str]
+    last_active: datetime  # where the idle clock starts
+    kept_awake_until: datetime | None = None
+
+    @property
+    def stops_at(self) -> datetime | None:
+        """When the machine stops unless someone works; None while something keeps it awake."""
+        if self.active:
+            return None
+        return self.last_active + timedelta(seconds=self.idle_limit_seconds)
 
     @property
     def idle(self) -> bool:
@@ -155,5 +174,7 @@ def decide(
         idle_seconds=idle_seconds,
         idle_limit_seconds=options.idle_seconds,
         active=list(seen.active),
+        last_active=last_active,
+        kept_awake_until=seen.kept_awake_until,
     )
     return new_state, verdict

@@ -22,6 +22,7 @@ from typing import Any
 
 from idle_decision import CLOCK_SKEW, UTC, Observation, Options, is_stuck, parse_time
 from idle_jupyter import JupyterUnreachable, api, deadline, observe_activity_file
+from idle_keep_awake import find_requests, iso, kept_awake_until
 from idle_proc import (
     CLOCK_TICKS,
     Proc,
@@ -119,6 +120,11 @@ def observe_kernels(
 ) -> None:
     """Busy and starting kernels count, unless stuck (idle_decision.is_stuck)."""
     kernels = api(options, "/api/kernels")
+    names = (
+        notebook_names(options)
+        if any(kernel.get("execution_state") in ("busy", "starting") for kernel in kernels)
+        else {}
+    )
     busy_since = state.get("busy_since", {})
     current = {}
     for kernel in kernels:
@@ -135,8 +141,20 @@ def observe_kernels(
                 f"kernel {kid[:8]} {status} for {age / 60:.0f} min at {cpu:.0f}% CPU: ignored as stuck"
             )
             continue
-        seen.active.append(f"kernel {kid[:8]} {status}")
+        seen.active.append(f"kernel {status}: {names.get(kid, kid[:8])}")
     seen.memory["busy_since"] = current
+
+
+def notebook_names(options: Options) -> dict[str, str]:
+    """Each kernel's notebook (or console) name, from Jupyter's sessions: what the start page
+    and the status bar name ("kernel busy: train.ipynb"). The id's start when there is none."""
+    names = {}
+    for session in api(options, "/api/sessions"):
+        kernel = session.get("kernel") if isinstance(session, dict) else None
+        path = session.get("path") if isinstance(session, dict) else None
+        if isinstance(kernel, dict) and isinstance(path, str) and path:
+            names[str(kernel.get("id"))] = path.rsplit("/", 1)[-1][:60]
+    return names
 
 
 def terminal_jobs(procs: dict[int, Proc], pids: set[int]) -> list[tuple[Proc, Proc]]:
@@ -185,7 +203,7 @@ def observe_terminal_jobs(
                 f"terminal job {label}: nobody typed for {age / 3600:.1f} h, {cpu:.0f}% CPU: ignored"
             )
             continue
-        seen.active.append(f"terminal job {label}")
+        seen.active.append(f"terminal job: {label}")
     seen.memory["terminal_since"] = current
 
 
@@ -232,7 +250,7 @@ def gpus_busy(options: Options) -> list[str]:
             and parts[1].replace(".", "", 1).isdigit()
             and float(parts[1]) >= options.gpu_percent
         ):
-            busy.append(f"GPU {parts[0]} at {parts[1]}%")
+            busy.append(f"GPU {parts[0]} at {parts[1]} %")
     return busy
 
 
@@ -267,6 +285,16 @@ def observe(
     seen.active += busy_processes(machine, usage, options)
     observe_terminal_jobs(seen, machine, pids, usage, state, options)
     seen.active += gpus_busy(options)
+    until = kept_awake_until(
+        find_requests(options.imds_url, options.keep_awake_file),
+        machine.now,
+        options.max_keep_awake_seconds / 3600,
+    )
+    if until is not None and until > machine.now:
+        seen.active.append(f"kept awake until {iso(until)}")
+        seen.kept_awake_until = until
+    elif until is not None:  # ended: the idle clock starts from its end, not from the last check
+        seen.latest[f"kept awake until {iso(until)}"] = until
     if options.activity_file is not None:
         observe_activity_file(seen, options.activity_file, machine.now)
     typed = tty_input(pids, machine.now)

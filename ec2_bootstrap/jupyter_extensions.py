@@ -46,6 +46,9 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
 
     recorder = record_interactions(serverapp)
     serverapp.log.info("jupyter-on-demand: recording real interaction in %s", recorder.path)
+    from jupyter_idle_api import add_handlers
+
+    add_handlers(serverapp)  # the labextension's status item and "Keep awake" buttons
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,10 @@ Environment variables (all optional but JUPYTER_HASHED_PASSWORD):
                              is a git repository).
     JUPYTER_ACTIVITY_FILE    where jupyter_activity.py records real interaction
                              (<JUPYTER_RUNTIME_DIR or ~/.local/share/jupyter/runtime>/activity.json).
+    JUPYTER_IDLE_VERDICT_FILE, JUPYTER_KEEP_AWAKE_FILE
+                             the idle checker's verdict, and where "Keep awake" asks it
+                             (jupyter_idle_api.py); WARN_MINUTES and MAX_KEEP_AWAKE_HOURS as the
+                             settings (layout.py), JOD_STATUS_POLL_SECONDS the status item's poll.
 """
 
 from __future__ import annotations
@@ -96,6 +100,10 @@ c.LabApp.news_url = None
 # - No "a newer JupyterLab is available" check against pypi.org: the venv is pinned by
 #   requirements.txt and updated by a deploy, not from the UI.
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
+
+# Our prebuilt labextension (labextension/ is its source): the idle stop's status item and its
+# "Keep awake" warning. Shipped built in the code bundle: no Node.js on the instance.
+c.LabApp.extra_labextensions_path = [str(HERE / "labextensions")]
 
 # Every save is recorded for the git autosave worker; the save itself never waits for git.
 if os.environ.get("JUPYTER_AUTOSAVE", "1") != "0":

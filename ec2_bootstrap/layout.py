@@ -201,6 +201,16 @@ class Paths:
         return self.run / "wake-failed"
 
     @property
+    def keep_awake(self) -> Path:
+        """The service user's keep-awake request from JupyterLab (jupyter_idle_api.py)."""
+        return self.user_state / "keep-awake.json"
+
+    @property
+    def idle_verdict(self) -> Path:
+        """Root's: the idle checker's last verdict, which Jupyter's status item reads."""
+        return self.run / "idle-verdict.json"
+
+    @property
     def idle_heartbeat(self) -> Path:
         """Touched after each completed idle check; idle-failsafe.sh reads its age."""
         return self.run / "idle-ok"
@@ -243,8 +253,32 @@ SETTINGS = {
     "JUPYTER_TLS": (r"[01]", '"1" or "0"'),
     "IDLE_MINUTES": (r"[0-9]+(\.[0-9]+)?", "a positive number of minutes"),
     "READY_TAG": (r"[A-Za-z0-9 _.:/=+\-@]{1,128}", "an EC2 tag key"),
+    "WARN_MINUTES": (r"[0-9]+(\.[0-9]+)?", "a number of minutes, 0 or more"),
+    "MAX_KEEP_AWAKE_HOURS": (r"[0-9]+(\.[0-9]+)?", "a positive number of hours"),
 }
 DEFAULT_IDLE_MINUTES = 40.0  # before any settings arrive (idle-failsafe.sh says 40 too)
+DEFAULT_WARN_MINUTES = 5.0
+DEFAULT_MAX_KEEP_AWAKE_HOURS = 12.0
+
+# The instance's verdict, as EC2 tags the start link reads for free with DescribeInstances
+# (idle_publish.py writes them; the instance role may write only these and READY_TAG).
+AWAKE_BECAUSE_TAG = "jupyter-on-demand:awake-because"
+STOPS_AT_TAG = "jupyter-on-demand:stops-at"
+IDLE_SINCE_TAG = "jupyter-on-demand:idle-since"
+VERDICT_AT_TAG = "jupyter-on-demand:verdict-at"
+STOP_REASON_TAG = "jupyter-on-demand:stop-reason"
+STOPPED_AT_TAG = "jupyter-on-demand:stopped-at"
+VERDICT_TAGS = (
+    AWAKE_BECAUSE_TAG,
+    STOPS_AT_TAG,
+    IDLE_SINCE_TAG,
+    VERDICT_AT_TAG,
+    STOP_REASON_TAG,
+    STOPPED_AT_TAG,
+)
+# Written by the start link's /v1/keep-awake only ("until=<ISO> set=<ISO>"); the idle checker
+# reads it through the instance metadata's tags (idle_keep_awake.py).
+KEEP_AWAKE_TAG = "jupyter-on-demand:keep-awake-until"
 
 
 def check_settings(settings: object, name: str) -> dict[str, str]:
@@ -267,7 +301,7 @@ def check_settings(settings: object, name: str) -> dict[str, str]:
         ok = isinstance(item, str) and re.fullmatch(pattern, item) is not None
         if ok and key == "JUPYTER_PORT":
             ok = 1024 <= int(item) <= 65535
-        if ok and key == "IDLE_MINUTES":
+        if ok and key in ("IDLE_MINUTES", "MAX_KEEP_AWAKE_HOURS"):
             ok = float(item) > 0
         if not ok:
             raise BootError(
@@ -292,11 +326,26 @@ def config_values(
 
 def idle_minutes(config: dict[str, str]) -> float:
     """IDLE_MINUTES of a config, DEFAULT_IDLE_MINUTES when it has none or a broken one."""
+    return setting_number(config, "IDLE_MINUTES", DEFAULT_IDLE_MINUTES)
+
+
+def setting_number(
+    config: dict[str, str], key: str, default: float, zero_ok: bool = False
+) -> float:
+    """A number setting of a config; `default` when it has none or a broken one."""
     try:
-        minutes = float(config.get("IDLE_MINUTES", ""))
+        number = float(config.get(key, ""))
     except ValueError:
-        return DEFAULT_IDLE_MINUTES
-    return minutes if minutes > 0 else DEFAULT_IDLE_MINUTES
+        return default
+    return number if number > 0 or (zero_ok and number == 0) else default
+
+
+def warn_minutes(config: dict[str, str]) -> float:
+    return setting_number(config, "WARN_MINUTES", DEFAULT_WARN_MINUTES, zero_ok=True)
+
+
+def max_keep_awake_hours(config: dict[str, str]) -> float:
+    return setting_number(config, "MAX_KEEP_AWAKE_HOURS", DEFAULT_MAX_KEEP_AWAKE_HOURS)
 
 
 def jupyter_url(config: dict[str, str], host: str = "127.0.0.1") -> str:
@@ -313,6 +362,8 @@ def jupyter_env_values(paths: Paths, hashed_password: str, token: str, tls: bool
         "JUPYTER_TOKEN": token,
         "JUPYTER_ROOT_DIR": str(paths.repo),
         "JUPYTER_ACTIVITY_FILE": str(paths.activity),
+        "JUPYTER_KEEP_AWAKE_FILE": str(paths.keep_awake),
+        "JUPYTER_IDLE_VERDICT_FILE": str(paths.idle_verdict),
     }
     if tls:
         values |= {"JUPYTER_CERTFILE": str(paths.certfile), "JUPYTER_KEYFILE": str(paths.keyfile)}

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import os
 
+# Fixtures shared across folders.
+pytest_plugins = ["tests.support.imds"]
+
 # lambda_src/ and ec2_bootstrap/ are on sys.path through pytest's `pythonpath` (pyproject.toml).
 
 # Tests never reach AWS: fake credentials and a fixed region for boto3 and moto.

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 
 import idle_check
 import idle_proc
@@ -19,8 +20,15 @@ import idle_signals
 import jupyter_activity
 from idle_decision import Options, clock_state, parse_time
 from layout import Paths
+from tests.support.imds import FakeIMDS
 from tests.support.jupyter import PASSWORD, Jupyter, running_jupyter
-from tests.support.kernels import execute, start_kernel, start_terminal, terminal_input
+from tests.support.kernels import (
+    execute,
+    start_kernel,
+    start_notebook_kernel,
+    start_terminal,
+    terminal_input,
+)
 
 CHECKER = Path(idle_check.__file__)
 IDLE_MINUTES = 0.1  # 6 s
@@ -94,12 +102,12 @@ def has_all(*parts: str) -> str:
     ("work", "idle", "reason"),
     [
         ([("kernel", KERNEL_SLEEP)], False, has_all("busy", "kernel")),
-        ([("terminal", "sleep 300\r")], False, has_all("terminal job sleep 300")),
+        ([("terminal", "sleep 300\r")], False, has_all("terminal job: sleep 300")),
         ([("terminal", "while :; do :; done\r")], False, "terminal job|CPU"),
         (
             [("terminal", "echo idle\r"), ("terminal", "sleep 300\r")],
             False,
-            has_all("terminal job sleep 300"),
+            has_all("terminal job: sleep 300"),
         ),
         ([("terminal", "echo hello\r")], True, None),
     ],
@@ -135,7 +143,7 @@ def test_work_in_kernels_and_terminals(
         ),
         (  # each `sleep` is a new job: the age belongs to the terminal, not to the job
             "terminal", "while true; do date; sleep 1; done\r",
-            has_all("terminal job sleep 1"), True, has_all("nobody typed"),
+            has_all("terminal job: sleep 1"), True, has_all("nobody typed"),
         ),
         ("terminal", "python3 -c 'while True: pass'\r", None, False, has_all("python3 -c")),
     ],
@@ -244,7 +252,7 @@ def test_one_busy_gpu_out_of_four_is_active(jupyter, tmp_path) -> None:
     settle(1)
     decision = check(jupyter, tmp_path / "state.json", env=env)
     assert decision["idle"] is False
-    assert "GPU 2 at 97%" in decision["reason"]
+    assert "GPU 2 at 97 %" in decision["reason"]
 
 
 def test_idle_gpus_do_not_keep_the_machine_awake(jupyter, tmp_path) -> None:
@@ -274,7 +282,7 @@ def test_it_warns_about_five_minutes_before_stopping(jupyter, tmp_path) -> None:
 
 
 def stopping_run(
-    jupyter: Jupyter, tmp_path: Path, flush: str, stop: str
+    jupyter: Jupyter, tmp_path: Path, flush: str, stop: str, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     """One real (not dry) run of the checker that finds the machine idle at once."""
     return subprocess.run(
@@ -282,7 +290,7 @@ def stopping_run(
             sys.executable, str(CHECKER), "--jupyter-url", jupyter.url, "--token", jupyter.token,
             "--idle-minutes", "0.01", "--state-file", str(tmp_path / "s.json"),
             "--process-root", str(jupyter.process.pid),
-            "--flush-command", flush, "--stop-command", stop,
+            "--flush-command", flush, "--stop-command", stop, *extra,
         ],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
@@ -415,3 +423,117 @@ def test_a_flush_that_cannot_even_run_never_blocks_the_stop(jupyter, tmp_path) -
     assert result.returncode == 0
     assert "autosave flush failed (FileNotFoundError" in result.stderr
     assert log.exists()
+
+
+# --- The verdict, told (idle_verdict.py), and keep-awake (idle_keep_awake.py, jupyter_idle_api.py)
+
+
+def recording_publisher(tmp_path: Path) -> tuple[str, Path]:
+    """A publish command that appends each JSON object of tags it gets to a file, one per line."""
+    out = tmp_path / "published.jsonl"
+    script = tmp_path / "publish.py"
+    script.write_text(
+        "import sys\n"
+        f"with open({str(out)!r}, 'a') as f: f.write(sys.stdin.read().strip() + '\\n')\n"
+    )
+    return f"{sys.executable} {script}", out
+
+
+def published(out: Path) -> list[dict]:
+    return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+
+def test_a_busy_notebook_is_named_in_the_verdict_jupyterlab_reads(jupyter, tmp_path) -> None:
+    kernel = start_notebook_kernel(jupyter, "experiments/train.ipynb")
+    execute(jupyter, KERNEL_SLEEP, kernel_id=kernel, wait=False)
+    command, out = recording_publisher(tmp_path)
+    verdict_args = ("--verdict-file", str(jupyter.verdict_file), "--publish-command", command)
+    decision = check(jupyter, tmp_path / "state.json", *verdict_args)
+    assert "kernel busy: train.ipynb" in decision["reason"]
+    told = jupyter.api("GET", "/jupyter-on-demand/idle").json()  # what the status item shows
+    assert told["state"] == "busy"
+    assert told["awake_because"] == ["kernel busy: train.ipynb"]
+    assert told["stops_at"] is None
+    assert published(out) == [
+        {
+            "jupyter-on-demand:awake-because": "kernel busy: train.ipynb",
+            "jupyter-on-demand:stops-at": "",
+            "jupyter-on-demand:idle-since": "",
+            "jupyter-on-demand:verdict-at": told["updated_at"],
+        }
+    ]
+    check(jupyter, tmp_path / "state.json", *verdict_args)
+    assert len(published(out)) == 1  # the same verdict: tagged once, not at every run
+
+
+def test_no_verdict_yet_is_unknown_and_the_endpoints_need_a_login(jupyter) -> None:
+    told = jupyter.api("GET", "/jupyter-on-demand/idle").json()
+    assert told["state"] == "unknown" and told["poll_seconds"] <= 30
+    anonymous = requests.get(f"{jupyter.url}/jupyter-on-demand/idle", timeout=10)
+    assert anonymous.status_code == 403
+    posted = requests.post(
+        f"{jupyter.url}/jupyter-on-demand/keep-awake", json={"hours": 1}, timeout=10
+    )
+    assert posted.status_code == 403
+    assert not jupyter.keep_awake_file.exists()
+
+
+@pytest.mark.parametrize("hours", [0, -1, 12.5, "4", None, True, [1]])
+def test_keep_awake_from_jupyterlab_refuses_what_is_not_a_number_within_the_cap(
+    jupyter, hours: object
+) -> None:
+    response = jupyter.api("POST", "/jupyter-on-demand/keep-awake", json={"hours": hours})
+    assert response.status_code == 400
+    assert response.json()["message"] == "hours must be a number above 0 and at most 12"
+    assert not jupyter.keep_awake_file.exists()
+
+
+def test_keep_awake_from_jupyterlab_keeps_it_awake_then_the_clock_resumes(
+    jupyter, tmp_path
+) -> None:
+    state = tmp_path / "state.json"
+    hours = 20 / 3600  # 20 s: longer than settle() below
+    response = jupyter.api("POST", "/jupyter-on-demand/keep-awake", json={"hours": hours})
+    assert response.status_code == 200, response.text
+    until = parse_time(response.json()["kept_awake_until"])
+    assert until is not None
+    verdict_args = ("--keep-awake-file", str(jupyter.keep_awake_file),
+                    "--verdict-file", str(jupyter.verdict_file))  # fmt: skip
+    settle()  # longer than the idle limit
+    decision = check(jupyter, state, *verdict_args)
+    assert decision["idle"] is False, decision
+    assert f"kept awake until {response.json()['kept_awake_until']}" in decision["reason"]
+    told = jupyter.api("GET", "/jupyter-on-demand/idle").json()
+    assert (
+        told["state"] == "kept-awake"
+        and told["kept_awake_until"] == response.json()["kept_awake_until"]
+    )
+    time.sleep(max((until - datetime.now(UTC)).total_seconds(), 0) + 1)
+    decision = check(jupyter, state, *verdict_args)
+    assert decision["idle"] is False, decision  # the normal clock starts again from then
+    settle()
+    assert check(jupyter, state, *verdict_args)["idle"] is True
+
+
+def test_the_start_links_keep_awake_is_read_from_the_instance_metadata(
+    jupyter, tmp_path, imds
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    FakeIMDS.tag = f"until={(now + timedelta(hours=1)).strftime('%Y-%m-%dT%H:%M:%SZ')} set={now.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    settle()
+    decision = check(jupyter, tmp_path / "state.json", "--imds-url", imds)
+    assert decision["idle"] is False
+    assert "kept awake until" in decision["reason"]
+    FakeIMDS.tag = f"until={now.strftime('%Y-%m-%dT%H:%M:%SZ')} set={now.strftime('%Y-%m-%dT%H:%M:%SZ')}"  # hours=0
+    settle()
+    assert check(jupyter, tmp_path / "state.json", "--imds-url", imds)["idle"] is True
+
+
+def test_the_stop_reason_is_tagged_before_the_stop(jupyter, tmp_path) -> None:
+    command, out = recording_publisher(tmp_path)
+    log = tmp_path / "stopped"
+    result = stopping_run(jupyter, tmp_path, "true", f"touch {log}", "--publish-command", command)
+    assert result.returncode == 0 and log.exists()
+    last = published(out)[-1]
+    assert last["jupyter-on-demand:stop-reason"] == "nobody worked for 0.01 min"
+    assert parse_time(last["jupyter-on-demand:stopped-at"]) is not None

@@ -36,15 +36,15 @@ def state(minutes_ago: float, reason: str = "Jupyter ready", **extra: Any) -> di
 ROWS = {
     "a busy kernel restarts the clock": (
         state(60),
-        Observation(BOOT, active=["kernel 1234abcd busy"]),
+        Observation(BOOT, active=["kernel busy: train.ipynb"]),
         {},
-        ("none", 0, "kernel 1234abcd busy", "active: kernel 1234abcd busy"),
+        ("none", 0, "kernel busy: train.ipynb", "active: kernel busy: train.ipynb"),
     ),
     "a terminal's job restarts the clock": (
         state(60),
-        Observation(BOOT, active=["terminal job sleep 300 (pid 42)"]),
+        Observation(BOOT, active=["terminal job: sleep 300 (pid 42)"]),
         {},
-        ("none", 0, "terminal job sleep 300 (pid 42)", "active: terminal job sleep 300"),
+        ("none", 0, "terminal job: sleep 300 (pid 42)", "active: terminal job: sleep 300"),
     ),
     "the first active reason is the clock's, every one is said": (
         state(60),
@@ -65,10 +65,10 @@ ROWS = {
         ("none", 3, "terminal input", "3.0 min ago: terminal input"),
     ),
     "an interaction older than the clock's start changes nothing": (
-        state(5, "kernel 1234abcd busy"),
+        state(5, "kernel busy: train.ipynb"),
         Observation(BOOT, latest={"terminal input": ago(30)}),
         {},
-        ("none", 5, "kernel 1234abcd busy", "5.0 min ago: kernel 1234abcd busy"),
+        ("none", 5, "kernel busy: train.ipynb", "5.0 min ago: kernel busy: train.ipynb"),
     ),
     "an interaction recorded ahead of the clock counts as now": (
         state(60),
@@ -225,7 +225,7 @@ def test_deciding_changes_neither_the_state_nor_the_observation() -> None:
 
 
 def test_the_record_is_the_json_line_each_run_prints() -> None:
-    verdict = Verdict(NOW, "warn", "why", 2100.04, 2400.0, ["x"])
+    verdict = Verdict(NOW, "warn", "why", 2100.04, 2400.0, ["x"], ago(35))
     assert verdict.record() == {
         "time": NOW.isoformat(),
         "idle": False,

@@ -73,6 +73,16 @@ class Jupyter:
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
 
+    @property
+    def keep_awake_file(self) -> Path:
+        """Where "Keep awake" in JupyterLab asks the idle checker (jupyter_idle_api.py)."""
+        return self.activity_file.with_name("keep-awake.json")
+
+    @property
+    def verdict_file(self) -> Path:
+        """Where the idle checker leaves its verdict for JupyterLab's status item."""
+        return self.activity_file.with_name("idle-verdict.json")
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
@@ -119,6 +129,8 @@ def jupyter_folders(work: Path) -> dict[str, str]:
         "JUPYTER_DATA_DIR": str(work / "data"),
         "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
         "JUPYTER_ACTIVITY_FILE": str(work / "activity.json"),
+        "JUPYTER_KEEP_AWAKE_FILE": str(work / "keep-awake.json"),
+        "JUPYTER_IDLE_VERDICT_FILE": str(work / "idle-verdict.json"),
     }
 
 

@@ -26,6 +26,14 @@ def start_kernel(jupyter: Jupyter) -> str:
     return response.json()["id"]
 
 
+def start_notebook_kernel(jupyter: Jupyter, path: str) -> str:
+    """A kernel for the notebook `path`, as JupyterLab opens one (a session)."""
+    body = {"path": path, "name": path, "type": "notebook", "kernel": {"name": "python3"}}
+    response = jupyter.api("POST", "/api/sessions", json=body)
+    response.raise_for_status()
+    return response.json()["kernel"]["id"]
+
+
 def message(msg_type: str, content: dict[str, Any], session: str) -> dict[str, Any]:
     return {
         "header": {

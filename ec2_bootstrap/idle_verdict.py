@@ -1,0 +1,133 @@
+"""The idle checker's verdict, told: awake because of what, or idle since when and stopping when.
+
+Each run writes it to Options.verdict_file (root's, world-readable: JupyterLab's status item reads
+it through jupyter_idle_api.py), and, when it changed materially, tags the instance with it
+(layout.VERDICT_TAGS, through Options.publish_command: idle_publish.py in the venv), which the
+start link reads for free with the DescribeInstances it makes anyway. "Materially": the kind of
+state, the reasons (their figures aside: a GPU at 87 % then 91 % is the same reason), the
+keep-awake time, or a stop time moved by PUBLISH_SLACK or more; so a teammate saving every minute
+costs one CreateTags call per PUBLISH_SLACK, and the published stop time is never later than the
+real one. Before the machine stops itself, the stop reason is tagged too (stop_tags). Standard
+library only (idle_check.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import subprocess
+from datetime import timedelta
+from typing import Any
+
+from idle_decision import Options, Verdict, parse_time
+from idle_keep_awake import iso
+from layout import (
+    AWAKE_BECAUSE_TAG,
+    IDLE_SINCE_TAG,
+    STOP_REASON_TAG,
+    STOPPED_AT_TAG,
+    STOPS_AT_TAG,
+    VERDICT_AT_TAG,
+)
+
+logger = logging.getLogger("jupyter_on_demand.idle")
+
+PUBLISH_SLACK = timedelta(minutes=5)
+TAG_VALUE_CHARS = 256  # EC2's limit
+KEPT_AWAKE = "kept awake until "
+FIGURES = re.compile(r"\d+(\.\d+)? ?%")
+
+
+def view(verdict: Verdict, options: Options) -> dict[str, Any]:
+    """What the status item, the start page and the tags say; times ISO 8601 UTC."""
+    stops_at = verdict.stops_at
+    busy = [reason for reason in verdict.active if not reason.startswith(KEPT_AWAKE)]
+    state = "busy" if busy else "kept-awake" if verdict.active else "idle"
+    if verdict.action == "stop":
+        state = "stopping"
+    warn_at = None
+    if stops_at is not None:
+        warn_at = stops_at - timedelta(seconds=min(options.warn_seconds, options.idle_seconds / 4))
+    return {
+        "state": state,
+        "stops_at": iso(stops_at) if stops_at else None,
+        "warn_at": iso(warn_at) if warn_at else None,
+        "idle_since": iso(verdict.last_active) if stops_at else None,
+        "idle_minutes": options.idle_seconds / 60,
+        "warn_minutes": options.warn_seconds / 60,
+        "awake_because": list(verdict.active),
+        "kept_awake_until": iso(verdict.kept_awake_until) if verdict.kept_awake_until else None,
+        "updated_at": iso(verdict.time),
+        "max_keep_awake_hours": options.max_keep_awake_seconds / 3600,
+    }
+
+
+def tags(told: dict[str, Any]) -> dict[str, str]:
+    return {
+        AWAKE_BECAUSE_TAG: " | ".join(told["awake_because"])[:TAG_VALUE_CHARS],
+        STOPS_AT_TAG: told["stops_at"] or "",
+        IDLE_SINCE_TAG: told["idle_since"] or "",
+        VERDICT_AT_TAG: told["updated_at"],
+    }
+
+
+def stop_tags(told: dict[str, Any], reason: str) -> dict[str, str]:
+    """The tags set just before the machine stops itself: the next start page says why."""
+    return {
+        **tags(told),
+        AWAKE_BECAUSE_TAG: "",
+        STOPS_AT_TAG: "",
+        STOP_REASON_TAG: reason[:TAG_VALUE_CHARS],
+        STOPPED_AT_TAG: told["updated_at"],
+    }
+
+
+def summary(told: dict[str, Any]) -> dict[str, Any]:
+    """What a material change is judged on (kept in the idle state as `published`)."""
+    return {
+        "state": told["state"],
+        "reasons": [FIGURES.sub("%", reason) for reason in told["awake_because"]],
+        "stops_at": told["stops_at"],
+        "kept_awake_until": told["kept_awake_until"],
+    }
+
+
+def changed(published: object, told: dict[str, Any]) -> bool:
+    if not isinstance(published, dict):
+        return True
+    now = summary(told)
+    if any(published.get(key) != now[key] for key in ("state", "reasons", "kept_awake_until")):
+        return True
+    before, after = parse_time(published.get("stops_at")), parse_time(now["stops_at"])
+    if before is None or after is None:
+        return before != after
+    return abs(after - before) >= PUBLISH_SLACK
+
+
+def publish(options: Options, values: dict[str, str]) -> bool:
+    """Tag the instance (publish_command, the tags as JSON on its stdin); False when it failed,
+    which is logged and retried at the next run: the stop never waits on AWS."""
+    if not options.publish_command:
+        return False
+    try:
+        result = subprocess.run(
+            shlex.split(options.publish_command),
+            input=json.dumps(values),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        logger.error("could not tag the instance with the verdict: %s", error)
+        return False
+    if result.returncode != 0:
+        logger.error(
+            "could not tag the instance with the verdict (%s): %s",
+            result.returncode,
+            result.stderr.strip()[-500:],
+        )
+        return False
+    return True
