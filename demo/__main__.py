@@ -79,6 +79,8 @@ class LocalInstance:
         remote_url: str,
         jupyter_port: int,
         idle_minutes: float,
+        warn_minutes: float,
+        imds_url: str,
     ):
         self.instance_id = instance_id
         self.state_dir = state_dir
@@ -112,8 +114,12 @@ class LocalInstance:
             "JUPYTER_TLS": "0",
             "IDLE_MINUTES": f"{idle_minutes:g}",
             "READY_TAG": READY_TAG,
+            "WARN_MINUTES": f"{warn_minutes:g}",
+            "MAX_KEEP_AWAKE_HOURS": "12",
         }
-        config = config_values(where, settings, {"INSTANCE_ID": instance_id})
+        # local.env: this instance's id, and its metadata service (demo/imds.py).
+        local = {"INSTANCE_ID": instance_id, "IMDS_ENDPOINT": imds_url}
+        config = config_values(where, settings, local)
         self.paths.config.parent.mkdir(parents=True, exist_ok=True)
         self.paths.config.write_text(env_file(config))
         # The units as the instance's sync renders them: the demo runs Jupyter and the flush as
@@ -125,7 +131,8 @@ class LocalInstance:
         shutil.copytree(
             BOOTSTRAP,
             self.paths.app,
-            ignore=shutil.ignore_patterns("__pycache__"),
+            # The labextension's TypeScript source (and its node_modules): its build is shipped.
+            ignore=shutil.ignore_patterns("__pycache__", "labextension", "node_modules"),
             dirs_exist_ok=True,
         )
 
@@ -163,7 +170,8 @@ class LocalInstance:
         jupyter_env = {**self.env, **units.environment(unit), "JOD_WAIT_FOR_WAKE": "0"}
         for path in (self.paths.config, self.paths.jupyter_env):
             jupyter_env |= read_config(path)
-        jupyter_env |= {"JUPYTER_IP": "127.0.0.1", "JUPYTER_AUTOSAVE_DEBOUNCE": "1"}
+        jupyter_env |= {"JUPYTER_IP": "127.0.0.1", "JUPYTER_AUTOSAVE_DEBOUNCE": "1",
+                        "JOD_STATUS_POLL_SECONDS": "5"}  # fmt: skip
         log = (self.state_dir / "jupyter.log").open("a")
         self.jupyter = subprocess.Popen(
             [*command, *root_flag], env=jupyter_env, cwd=self.paths.home, stdout=log,
@@ -185,15 +193,17 @@ class LocalInstance:
 
     def idle_check(self) -> None:
         """The real checker with the instance's own settings (--instance), but for what a laptop
-        can't do: judge only Jupyter's process tree, stop in moto, flush as this user."""
+        can't do: judge only Jupyter's process tree, stop in moto, flush as this user, and tag
+        the instance in moto with this Python (the instance's venv has botocore)."""
         stop = f"{sys.executable} -m demo.stop_instance {self.instance_id}"
+        publish = shlex.join([sys.executable, str(self.paths.app / "idle_publish.py")])
         flush_unit = units.command(self.units[FLUSH_UNIT], "ExecStop")
         flush = shlex.join([sys.executable, *flush_unit[1:]])
         result = subprocess.run(
             [
                 sys.executable, str(self.paths.app / "idle_check.py"), "--instance",
                 "--process-root", str(self.jupyter.pid),
-                "--stop-command", stop, "--flush-command", flush,
+                "--stop-command", stop, "--flush-command", flush, "--publish-command", publish,
             ],
             env={**self.env, "HOME": str(self.paths.home), "PYTHONPATH": str(ROOT)},
             capture_output=True, text=True, timeout=300, check=False,
@@ -228,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--port", type=int, default=8080, help="the local API Gateway's port (0: any)"
     )
+    parser.add_argument(
+        "--warn-minutes",
+        type=float,
+        default=1.0,
+        help="JupyterLab warns this long before the idle stop (at most a quarter of it)",
+    )
     parser.add_argument("--jupyter-port", type=int, default=8888)
     parser.add_argument(
         "--state-dir", type=Path, default=None, help="where the demo keeps its files"
@@ -257,14 +273,18 @@ def main(argv: list[str] | None = None) -> int:
             "JUPYTER_SCHEME": "http",
             "JUPYTER_HOST": "127.0.0.1",
             "IDLE_MINUTES": f"{args.idle_minutes:g}",
+            "MAX_KEEP_AWAKE_HOURS": "12",
         }
     )
+    from demo import imds
     from demo.gateway import serve
 
     gateway = serve(port=args.port)
+    metadata = imds.serve(instance_id, REGION)
     instance = LocalInstance(
-        instance_id, state_dir, remote.url, args.jupyter_port, args.idle_minutes
-    )
+        instance_id, state_dir, remote.url, args.jupyter_port, args.idle_minutes,
+        args.warn_minutes, f"http://127.0.0.1:{metadata.server_address[1]}",
+    )  # fmt: skip
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
 
@@ -278,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         f"  COMMITS:     git --git-dir {remote.bare} log --stat main\n"
         f"  REMOTE:      {remote.url}\n"
         f"  AWS (moto):  {endpoint}  instance {instance_id}\n"
-        f"  IDLE:        the instance stops after {args.idle_minutes:g} min without activity\n"
+        f"  IDLE:        the instance stops after {args.idle_minutes:g} min without activity; "
+        f"JupyterLab warns {min(args.warn_minutes, args.idle_minutes / 4):g} min before\n"
+        f"  KEEP AWAKE:  http://127.0.0.1:{gateway.server_port}/v1/keep-awake?pass={PASSWORD}&hours=1\n"
         f"  FILES:       {state_dir}\n",
         flush=True,
     )
@@ -292,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     instance.stop_event.set()
     thread.join(30)
     gateway.shutdown()
+    metadata.shutdown()
     remote.stop()
     moto.stop()
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from boot_install import install_condition, site_config
@@ -137,14 +138,29 @@ def write_settings(paths: Paths, where: dict[str, str], settings: dict[str, str]
     return changed
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9._@-]+(/[A-Za-z0-9._@-]+)*")
+LABEXTENSIONS = "labextensions"  # jupyter_server_config.py's extra_labextensions_path
+
+
 def install_code(paths: Paths, files: dict[str, str]) -> list[str]:
     """Write the bundle's files; install the units; reload systemd when a unit changed. The
     names of the files that changed."""
+    for name in files:  # Terraform's fileset: plain relative names, the labextension's in folders
+        if name.startswith("/") or ".." in name.split("/") or not SAFE_NAME.fullmatch(name):
+            raise BootError(f"the instance code in SSM names a file {name!r}; run terraform apply")
     changed = [
         name
         for name, content in sorted(files.items())
         if write_file(paths.app / name, content, 0o644)
     ]
+    # The prebuilt labextension's files are named by their content's hash: drop older builds'.
+    built = paths.app / LABEXTENSIONS
+    for old in sorted(built.rglob("*"), reverse=True) if built.is_dir() else []:
+        name = old.relative_to(paths.app).as_posix()
+        if old.is_file() and name not in files:
+            old.unlink()
+        elif old.is_dir() and not any(old.iterdir()):
+            old.rmdir()
     units = install_units(paths, UNITS)
     ensure_dir(paths.jupyter_config, 0o755, owner_ids("root"))
     # jupyter_core writes this marker into the config folder at the first start after a kernel

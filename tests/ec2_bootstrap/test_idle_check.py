@@ -57,6 +57,7 @@ def check(
             "--state-file", str(state),
             "--activity-file", str(jupyter.activity_file),
             "--process-root", str(jupyter.process.pid),
+            "--verdict-file", str(jupyter.verdict_file),
             "--insecure", "--dry-run", *extra,
         ],
         capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **(env or {})},
@@ -395,7 +396,9 @@ def test_jupyter_times_are_read_as_aware_utc(value, expected) -> None:
     assert parse_time(value) == expected
 
 
-def test_an_open_tab_in_chromium_with_nobody_there_is_idle(jupyter, tmp_path) -> None:
+def test_an_open_tab_in_chromium_with_nobody_there_is_idle(tmp_path) -> None:
+    """The tab polls Jupyter (~10 s), and our labextension's status item polls our endpoint
+    (every second here): neither is somebody working."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -403,11 +406,18 @@ def test_an_open_tab_in_chromium_with_nobody_there_is_idle(jupyter, tmp_path) ->
 
     state = tmp_path / "state.json"
     idle_minutes = 0.3  # 18 s: longer than the tab's ~10 s polling interval
-    with chromium() as browser:
+    polls = {"JOD_STATUS_POLL_SECONDS": "1"}
+    with (
+        running_jupyter(tmp_path / "root", tmp_path / "work", env=polls) as jupyter,
+        chromium() as browser,
+    ):
         browser.get(f"{jupyter.url}/login?next=/lab")
         browser.find_element(By.NAME, "password").send_keys(PASSWORD)
         browser.find_element(By.ID, "login_submit").click()
         WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".jp-LabShell"))
+        item = WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "jod-idle-status"))
+        check(jupyter, state, idle_minutes=idle_minutes)
+        WebDriverWait(browser, 30).until(lambda _: item.text.startswith("Idle "))  # it polls
         time.sleep(idle_minutes * 60 + 5)
         decision = check(jupyter, state, idle_minutes=idle_minutes)
         status = jupyter.api("GET", "/api/status?no_track_activity=1").json()
@@ -447,7 +457,7 @@ def test_a_busy_notebook_is_named_in_the_verdict_jupyterlab_reads(jupyter, tmp_p
     kernel = start_notebook_kernel(jupyter, "experiments/train.ipynb")
     execute(jupyter, KERNEL_SLEEP, kernel_id=kernel, wait=False)
     command, out = recording_publisher(tmp_path)
-    verdict_args = ("--verdict-file", str(jupyter.verdict_file), "--publish-command", command)
+    verdict_args = ("--publish-command", command)
     decision = check(jupyter, tmp_path / "state.json", *verdict_args)
     assert "kernel busy: train.ipynb" in decision["reason"]
     told = jupyter.api("GET", "/jupyter-on-demand/idle").json()  # what the status item shows
@@ -497,8 +507,7 @@ def test_keep_awake_from_jupyterlab_keeps_it_awake_then_the_clock_resumes(
     assert response.status_code == 200, response.text
     until = parse_time(response.json()["kept_awake_until"])
     assert until is not None
-    verdict_args = ("--keep-awake-file", str(jupyter.keep_awake_file),
-                    "--verdict-file", str(jupyter.verdict_file))  # fmt: skip
+    verdict_args = ("--keep-awake-file", str(jupyter.keep_awake_file))
     settle()  # longer than the idle limit
     decision = check(jupyter, state, *verdict_args)
     assert decision["idle"] is False, decision
