@@ -55,5 +55,12 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
+# The JupyterLab extension: ec2_bootstrap/labextension/ (TypeScript) built into the prebuilt
+# ec2_bootstrap/labextensions/jupyter-on-demand/ that ships (commit it). Needs Node.js and npm;
+# `jupyter labextension build` comes from the venv.
+.PHONY: labextension
+labextension: $(STAMP)
+	cd ec2_bootstrap/labextension && npm ci && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" npm run build
+
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache .hypothesis

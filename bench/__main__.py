@@ -7,6 +7,7 @@ from bench import (
     idle_check_cost,
     jupyter_startup,
     lambda_start_link,
+    status_polling,
     terraform_apply,
 )
 
@@ -17,6 +18,7 @@ def main() -> int:
     autosave_latency.main()
     terraform_apply.main()
     jupyter_startup.main()
+    status_polling.main()
     return 0
 
 
