@@ -12,7 +12,7 @@ resource "aws_api_gateway_rest_api" "this" {
 }
 
 resource "aws_api_gateway_resource" "route" {
-  for_each = toset(["start", "status"])
+  for_each = toset(["start", "status", "keep-awake"])
 
   rest_api_id = aws_api_gateway_rest_api.this.id
   parent_id   = aws_api_gateway_rest_api.this.root_resource_id

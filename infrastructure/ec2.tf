@@ -57,11 +57,14 @@ resource "aws_instance" "jupyter" {
   user_data_base64            = base64gzip(local.user_data)
   user_data_replace_on_change = false
 
+  # Tags in the metadata: the idle checker reads the start link's keep-awake tag there, with no
+  # AWS call and no permission to describe instances. AWS then refuses tag keys with a space or
+  # a "/" on the instance, which var.tags' validation says at plan time.
   metadata_options {
     http_endpoint               = "enabled"
     http_tokens                 = "required" # IMDSv2 only
     http_put_response_hop_limit = 1
-    instance_metadata_tags      = "disabled"
+    instance_metadata_tags      = "enabled"
   }
 
   root_block_device {
@@ -79,13 +82,28 @@ resource "aws_instance" "jupyter" {
     # A newer "latest" Deep Learning AMI must not replace the machine and its disk on a later apply;
     # the start link may also have switched the type to a fallback after a capacity error.
     # The ready tag (local.ready_tag) is set by the instance on itself once Jupyter answers; a
-    # later apply must leave it, or the start link says "booting" until the next boot. A literal:
-    # ignore_changes takes no expressions (tests/infrastructure/test_contracts.py compares them).
+    # later apply must leave it, or the start link says "booting" until the next boot. So are the
+    # idle verdict's tags (local.verdict_tags, the instance's) and the keep-awake tag
+    # (local.keep_awake_tag, the start link's): an apply must not erase why the machine is awake
+    # or asleep, nor cancel a keep-awake. Literals: ignore_changes takes no expressions
+    # (tests/infrastructure/test_contracts.py compares them with the locals).
     # The subnet neither: the default one is chosen among the zones that offer instance_type
     # (locals.tf), so a new instance_type, or a zone AWS starts offering it in, would pick another
     # and replace the machine and its disk. The postconditions say when it stays where the
     # configuration would not put it (unknown before it exists: checked at apply, then silent).
-    ignore_changes = [ami, instance_type, subnet_id, tags["jupyter-on-demand:ready-at"]]
+    ignore_changes = [
+      ami,
+      instance_type,
+      subnet_id,
+      tags["jupyter-on-demand:ready-at"],
+      tags["jupyter-on-demand:awake-because"],
+      tags["jupyter-on-demand:stops-at"],
+      tags["jupyter-on-demand:idle-since"],
+      tags["jupyter-on-demand:verdict-at"],
+      tags["jupyter-on-demand:stop-reason"],
+      tags["jupyter-on-demand:stopped-at"],
+      tags["jupyter-on-demand:keep-awake-until"],
+    ]
 
     postcondition {
       condition     = contains(data.aws_ec2_instance_type_offerings.instance_type.locations, self.availability_zone)

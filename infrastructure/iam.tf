@@ -27,11 +27,14 @@ data "aws_iam_policy_document" "instance" {
     resources = ["arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter${local.bootstrap_parameter_prefix}/*"]
   }
 
-  # The ready signal: once Jupyter answers, the instance tags itself with READY_TAG so the start
-  # link can tell "booting" from "ready". Only that tag key, only on this stack's instance (by its
-  # Name tag, since the instance's own ARN does not exist before its profile does).
+  # The ready signal and the idle verdict: once Jupyter answers, the instance tags itself with
+  # READY_TAG so the start link can tell "booting" from "ready", and its idle checker publishes
+  # what keeps it awake or when it stops (and, before it stops, why) in the verdict tags, which
+  # the link reads for free. Only those tag keys (never the link's keep-awake tag, nor Name), only
+  # on this stack's instance (by its Name tag, since the instance's own ARN does not exist before
+  # its profile does).
   statement {
-    sid       = "TagItselfReady"
+    sid       = "TagItsReadinessAndVerdict"
     actions   = ["ec2:CreateTags"]
     resources = ["arn:${local.partition}:ec2:${local.region}:${local.account_id}:instance/*"]
 
@@ -44,7 +47,7 @@ data "aws_iam_policy_document" "instance" {
     condition {
       test     = "ForAllValues:StringEquals"
       variable = "aws:TagKeys"
-      values   = [local.ready_tag]
+      values   = concat([local.ready_tag], local.verdict_tags)
     }
   }
 }
@@ -55,7 +58,7 @@ resource "aws_iam_role" "instance" {
 }
 
 resource "aws_iam_role_policy" "instance" {
-  name   = "read-secrets-and-tag-ready"
+  name   = "read-secrets-and-tag-itself"
   role   = aws_iam_role.instance.id
   policy = data.aws_iam_policy_document.instance.json
 }
@@ -84,6 +87,28 @@ data "aws_iam_policy_document" "lambda" {
     sid       = "StartTheInstance"
     actions   = ["ec2:StartInstances"]
     resources = [local.instance_arn]
+  }
+
+  # /v1/keep-awake: only the keep-awake tag, only on this instance, and only a value of its form
+  # ("until=<ISO> set=<ISO>"). The RequestTag condition also requires that key in the request,
+  # and the TagKeys one refuses any other beside it. A cancel rewrites it (until == set): no
+  # DeleteTags.
+  statement {
+    sid       = "TagKeepAwake"
+    actions   = ["ec2:CreateTags"]
+    resources = [local.instance_arn]
+
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = [local.keep_awake_tag]
+    }
+
+    condition {
+      test     = "StringLike"
+      variable = "aws:RequestTag/${local.keep_awake_tag}"
+      values   = ["until=*Z set=*Z"]
+    }
   }
 
   # Only with fallback types: switching the stopped instance's type after a capacity error, and

@@ -35,6 +35,7 @@ resource "aws_lambda_function" "start_link" {
       IDLE_MINUTES            = tostring(var.idle_minutes)
       INSTANCE_TYPE           = var.instance_type
       FALLBACK_INSTANCE_TYPES = join(",", var.fallback_instance_types)
+      MAX_KEEP_AWAKE_HOURS    = tostring(var.max_keep_awake_hours)
     }
   }
 

@@ -97,6 +97,20 @@ locals {
   # The tag the instance sets on itself once Jupyter answers; lambda_src/handler.py READY_TAG.
   ready_tag = "jupyter-on-demand:ready-at"
 
+  # The idle checker's verdict, which the instance tags itself with and the start link reads
+  # (ec2_bootstrap/layout.py VERDICT_TAGS, lambda_src/idle.py), and the one tag the start link
+  # writes, /v1/keep-awake's (layout.KEEP_AWAKE_TAG, idle.KEEP_AWAKE_TAG). Each side may write
+  # only its own keys (iam.tf); later applies leave them all (ec2.tf ignore_changes, literals).
+  verdict_tags = [
+    "jupyter-on-demand:awake-because",
+    "jupyter-on-demand:stops-at",
+    "jupyter-on-demand:idle-since",
+    "jupyter-on-demand:verdict-at",
+    "jupyter-on-demand:stop-reason",
+    "jupyter-on-demand:stopped-at",
+  ]
+  keep_awake_tag = "jupyter-on-demand:keep-awake-until"
+
   # What the instance needs to know, none of it secret: the SSM parameter <prefix>/settings
   # (ssm.tf), as a JSON object of strings, which boot.py reads at every boot and writes to
   # /etc/jupyter-on-demand/config.env. So a change here reaches the instance at its next wake,
@@ -111,6 +125,8 @@ locals {
     JUPYTER_TLS            = var.jupyter_tls ? "1" : "0"
     IDLE_MINUTES           = tostring(var.idle_minutes)
     READY_TAG              = local.ready_tag
+    WARN_MINUTES           = tostring(var.warn_minutes)
+    MAX_KEEP_AWAKE_HOURS   = tostring(var.max_keep_awake_hours)
   }
 
   # The instance code. EC2 caps user_data at 16 KB even gzipped, and ec2_bootstrap/ is ~120 KB

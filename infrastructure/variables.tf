@@ -179,6 +179,17 @@ variable "log_retention_days" {
   }
 }
 
+variable "max_keep_awake_hours" {
+  type        = number
+  default     = 12
+  description = "Longest keep-awake, in hours, that the start link (/v1/keep-awake) and JupyterLab's Keep awake buttons accept. While kept awake the machine runs, and bills, even when nobody works."
+
+  validation {
+    condition     = var.max_keep_awake_hours >= 1 && var.max_keep_awake_hours <= 72
+    error_message = "max_keep_awake_hours must be a number of hours from 1 to 72, such as 12."
+  }
+}
+
 variable "name_prefix" {
   type        = string
   default     = "jupyter-on-demand"
@@ -248,6 +259,13 @@ variable "tags" {
   type        = map(string)
   default     = {}
   description = "Extra tags for every resource."
+
+  # The instance shows its tags in its metadata (ec2.tf instance_metadata_tags), where AWS allows
+  # only these characters in tag keys and refuses to launch or modify the instance otherwise.
+  validation {
+    condition     = alltrue([for key in keys(var.tags) : can(regex("^[A-Za-z0-9+=._:@-]{1,128}$", key)) && !contains([".", "..", "_index"], key)])
+    error_message = "tags keys may hold only letters, digits and + - = . _ : @ (no spaces, no \"/\"), and may not be \".\", \"..\" or \"_index\": the instance shows its tags in its metadata, where AWS allows no others. Rename: ${join(", ", [for key in keys(var.tags) : key if !can(regex("^[A-Za-z0-9+=._:@-]{1,128}$", key)) || contains([".", "..", "_index"], key)])}."
+  }
 }
 
 variable "team_pass" {
@@ -271,5 +289,16 @@ variable "waf_rate_limit_per_ip" {
     # A conditional, not ||: Terraform 1.11 evaluates both sides of || and null >= 10 is an error.
     condition     = var.waf_rate_limit_per_ip == null ? true : (var.waf_rate_limit_per_ip >= 10 && var.waf_rate_limit_per_ip <= 2000000000 && floor(var.waf_rate_limit_per_ip) == var.waf_rate_limit_per_ip)
     error_message = "waf_rate_limit_per_ip must be null (no WAF) or a whole number of requests per 5 minutes from 10 to 2000000000 (AWS WAF's range), such as 100."
+  }
+}
+
+variable "warn_minutes" {
+  type        = number
+  default     = 5
+  description = "Minutes before an idle stop at which JupyterLab warns everyone who has it open (with Keep awake buttons). 0: no warning."
+
+  validation {
+    condition     = var.warn_minutes >= 0 && var.warn_minutes < var.idle_minutes
+    error_message = "warn_minutes must be 0 (no warning) or more, and less than idle_minutes (${var.idle_minutes}), such as 5."
   }
 }

@@ -4,16 +4,23 @@ Runs in AWS Lambda behind an API Gateway REST API (proxy integration, payload v1
 
     GET /v1/start?pass=<team password>[&view=page]   wake the instance if it sleeps
     GET /v1/status?pass=<team password>[&view=page]  report, never start anything
+    GET /v1/keep-awake?pass=<team password>&hours=<N>[&view=page]
+                                                     keep it awake N hours (0 cancels), waking it
+                                                     as /start does if it sleeps
+
+Every answer about the instance carries its `idle` object, read from the tags its idle checker
+sets (idle.py), which come with the DescribeInstances call made anyway: no extra AWS call.
 
 Only the standard library and boto3 (shipped in the Lambda Python runtime) are imported, so
 Terraform zips this folder as it is: this module (the decisions, AWS and the password), request.py
-(reading the event) and reply.py (the JSON answer and the HTML page). This module stays bigger
-than the others (~440 lines) on purpose: the start, the capacity fallback and the password check
-are one flow over one EC2 state, and tests/infrastructure/test_contracts.py reads this file for
-the environment it reads and the AWS calls it makes. Configuration is read from the environment in `Config`:
-INSTANCE_ID, TEAM_PASS_PARAMETER, JUPYTER_PORT, JUPYTER_SCHEME, IDLE_MINUTES, INSTANCE_TYPE,
-FALLBACK_INSTANCE_TYPES (set by infrastructure/lambda.tf) and JUPYTER_HOST (only the local demo
-sets it: a host to report instead of the instance's public DNS name).
+(reading the event), idle.py (reading the instance's tags) and reply.py (the JSON answer and the
+HTML page). This module stays bigger than the others (~500 lines) on purpose: the start, the
+capacity fallback, the keep-awake tag and the password check are one flow over one EC2 state,
+and tests/infrastructure/test_contracts.py reads this file for the environment it reads and the
+AWS calls it makes. Configuration is read from the environment in `Config`: INSTANCE_ID,
+TEAM_PASS_PARAMETER, JUPYTER_PORT, JUPYTER_SCHEME, IDLE_MINUTES, INSTANCE_TYPE,
+FALLBACK_INSTANCE_TYPES, MAX_KEEP_AWAKE_HOURS (set by infrastructure/lambda.tf) and JUPYTER_HOST
+(only the local demo sets it: a host to report instead of the instance's public DNS name).
 
 The team password is cached per container for at most PASSWORD_MAX_AGE_SECONDS, so a rotation in
 SSM reaches every warm container within 5 minutes; a wrong password re-reads it sooner (at most
@@ -26,21 +33,24 @@ import contextvars
 import functools
 import hmac
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from idle import KEEP_AWAKE_TAG, UTC, KeepAwake, iso, read_idle, with_tag
 from reply import Reply, respond
 from request import (
     NOT_UTF8_MESSAGE,
     BadRequest,
+    Request,
     client_ip,
     describe_event,
     has_undecoded_bytes,
@@ -61,6 +71,7 @@ logging.getLogger("botocore").setLevel(logging.WARNING)
 # Every AWS action this module calls. The Terraform policy (infrastructure/iam.tf) grants exactly
 # these, and tests/lambda_src/test_least_privilege.py runs the handler under moto with only these.
 IAM_ACTIONS = (
+    "ec2:CreateTags",
     "ec2:DescribeInstances",
     "ec2:ModifyInstanceAttribute",
     "ec2:StartInstances",
@@ -93,6 +104,16 @@ AWS_ERROR_MESSAGE = (
     "AWS did not answer as expected. Retry in a minute; if it persists, tell the admin."
 )
 MISCONFIGURED_MESSAGE = "The start link is misconfigured. Ask the admin to run terraform apply."
+# /keep-awake's answer starts with one of these, then says the state as /start would.
+KEPT_AWAKE_MESSAGE = (
+    "Kept awake until {until} (UTC) even if nobody works; then it stops after {idle_minutes} min "
+    "without work."
+)
+CANCELLED_MESSAGE = "Keep-awake cancelled: it stops when idle for {idle_minutes} min."
+OVER_CAP_MESSAGE = (
+    "hours can be at most {cap:g} (the admin's max_keep_awake_hours): use a number from 0 to "
+    "{cap:g}, such as 4 (0 cancels)."
+)
 MISSING_PASS_MESSAGE = "Add ?pass=<team password> to the link."  # noqa: S105 (a message, not a secret)
 WRONG_PASS_MESSAGE = "Wrong password."  # noqa: S105 (a message, not a secret)
 
@@ -120,6 +141,7 @@ class Config:
     instance_type: str = ""
     fallback_instance_types: tuple[str, ...] = ()
     jupyter_host: str = ""
+    max_keep_awake_hours: float = 12.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -132,6 +154,12 @@ class Config:
             port = int(env.get("JUPYTER_PORT") or "8443")
         except ValueError as error:
             raise ConfigError(f"JUPYTER_PORT is not a number: {error}") from error
+        try:
+            max_hours = float(env.get("MAX_KEEP_AWAKE_HOURS") or "12")
+        except ValueError as error:
+            raise ConfigError(f"MAX_KEEP_AWAKE_HOURS is not a number: {error}") from error
+        if not 0 <= max_hours < math.inf:  # nan too
+            raise ConfigError(f"MAX_KEEP_AWAKE_HOURS is {max_hours}, not a number of hours")
         return cls(
             instance_id=env["INSTANCE_ID"],
             team_pass_parameter=env["TEAM_PASS_PARAMETER"],
@@ -141,7 +169,15 @@ class Config:
             instance_type=env.get("INSTANCE_TYPE", "").strip(),
             fallback_instance_types=tuple(t.strip() for t in fallbacks.split(",") if t.strip()),
             jupyter_host=env.get("JUPYTER_HOST", ""),
+            max_keep_awake_hours=max_hours,
         )
+
+    @property
+    def idle_minutes_number(self) -> float:
+        try:
+            return float(self.idle_minutes)
+        except ValueError:
+            return 0.0
 
 
 class ConfigError(Exception):
@@ -358,17 +394,52 @@ def start(instance: dict[str, Any], config: Config) -> Reply:
     return Reply(503, NO_CAPACITY_MESSAGE.format(instance_type=" or ".join(candidates)), "stopped")
 
 
-def handle(route: str, config: Config) -> Reply:
+def check_hours(request: Request, config: Config) -> None:
+    """/keep-awake's hours within the admin's cap, or BadRequest (400) saying the range."""
+    if request.hours is not None and request.hours > config.max_keep_awake_hours:
+        raise BadRequest(400, OVER_CAP_MESSAGE.format(cap=config.max_keep_awake_hours))
+
+
+def tag_keep_awake(asked: KeepAwake, config: Config) -> str:
+    """Tag the instance KEEP_AWAKE_TAG with the request (the idle checker reads it through the
+    instance metadata); the answer's first sentence."""
+    client("ec2").create_tags(
+        Resources=[config.instance_id], Tags=[{"Key": KEEP_AWAKE_TAG, "Value": asked.value()}]
+    )
+    if asked.cancelled:
+        logger.info("keep-awake cancelled: the idle clock runs again")
+        return CANCELLED_MESSAGE.format(idle_minutes=config.idle_minutes)
+    logger.info("kept awake until %s, as asked", iso(asked.until))
+    return KEPT_AWAKE_MESSAGE.format(until=iso(asked.until), idle_minutes=config.idle_minutes)
+
+
+def handle(request: Request, config: Config, now: datetime | None = None) -> Reply:
+    now = now or datetime.now(UTC)
     instance = describe(config.instance_id)
     if instance is None:
         logger.error("instance %s not found: the stack needs terraform apply", config.instance_id)
         return Reply(500, GONE_MESSAGE.format(detail="unknown instance id"), "unknown")
     reply = status_reply(instance, config)
-    if reply is not None:
+    if reply is not None and reply.status >= 500:
         return reply
-    if route == "/status":
-        return Reply(200, STOPPED_MESSAGE, "stopped", ready=False)
-    return start(instance, config)
+    said = ""
+    if request.route == "/keep-awake" and request.hours is not None:
+        asked = KeepAwake.for_hours(now, request.hours)
+        said = tag_keep_awake(asked, config) + " "
+        instance = with_tag(instance, KEEP_AWAKE_TAG, asked.value())
+    if reply is None:  # stopped
+        if request.route == "/status":
+            reply = Reply(200, STOPPED_MESSAGE, "stopped", ready=False)
+        else:
+            reply = start(instance, config)
+    return replace(
+        reply,
+        message=said + reply.message,
+        idle=read_idle(instance, now, config.idle_minutes_number),
+        now=now,
+        max_keep_awake_hours=config.max_keep_awake_hours,
+        keep_awake=request.route == "/keep-awake",
+    )
 
 
 # --- Logging -----------------------------------------------------------------------------------
@@ -432,11 +503,13 @@ def answer(event: Any) -> tuple[str, Reply, str]:
     """(view, reply, outcome) for one event; every failure becomes a reply."""
     view = "json"
     try:
-        route, password, view = parse_request(event)
-        note_route(route)
+        request = parse_request(event)
+        view = request.view
+        note_route(request.route)
         config = Config.from_env()
-        check_password(password, config, route, client_ip(event))
-        return view, handle(route, config), "answered"
+        check_password(request.password, config, request.route, client_ip(event))
+        check_hours(request, config)
+        return view, handle(request, config), "answered"
     except BadRequest as error:
         return view, Reply(error.status, error.message), "rejected"
     except ConfigError:

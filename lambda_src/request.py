@@ -1,5 +1,5 @@
-"""What the start link reads from an API Gateway REST (v1) proxy event: the route, the password
-and the view, and what of the event may be logged.
+"""What the start link reads from an API Gateway REST (v1) proxy event: the route, the password,
+the view and (for /keep-awake) the hours, and what of the event may be logged.
 
 Pure functions of the event: no AWS, no configuration. handler.py decides what to do with them.
 """
@@ -7,6 +7,7 @@ Pure functions of the event: no AWS, no configuration. handler.py decides what t
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -17,7 +18,20 @@ NOT_UTF8_MESSAGE = (
 )
 
 MAX_PARAMETER_LENGTH = 1024
-ROUTES = ("/start", "/status")
+ROUTES = ("/start", "/status", "/keep-awake")
+NOT_FOUND_MESSAGE = "Not found. Use /v1/start, /v1/status or /v1/keep-awake."
+PARAMETERS = ("pass", "view", "hours")
+
+# /keep-awake's hours: a plain decimal number (no sign, exponent, inf or nan). The cap is the
+# Lambda's configuration (MAX_KEEP_AWAKE_HOURS), so handler.py checks it.
+HOURS = re.compile(r"[0-9]+(\.[0-9]+)?")
+NEGATIVE_HOURS = re.compile(r"-[0-9]+(\.[0-9]+)?")
+MISSING_HOURS_MESSAGE = (
+    "Add &hours=<number> to the keep-awake link: how many hours to keep the machine awake, "
+    "such as 4 (0 cancels)."
+)
+MALFORMED_HOURS_MESSAGE = "hours must be a number of hours such as 4 or 1.5 (0 cancels)."
+NEGATIVE_HOURS_MESSAGE = "hours can't be negative: use a number of hours such as 4, or 0 to cancel."
 
 
 class BadRequest(Exception):
@@ -27,8 +41,16 @@ class BadRequest(Exception):
         self.message = message
 
 
-def parse_request(event: Any) -> tuple[str, str | None, str]:
-    """Return (route, password, view) from an API Gateway v1 proxy event, or raise BadRequest."""
+@dataclass(frozen=True)
+class Request:
+    route: str  # one of ROUTES
+    password: str | None
+    view: str  # one of reply.VIEWS
+    hours: float | None = None  # /keep-awake only: 0 or more
+
+
+def parse_request(event: Any) -> Request:
+    """The request in an API Gateway v1 proxy event, or raise BadRequest."""
     if not isinstance(event, dict):
         raise BadRequest(400, "Malformed request.")
     method = event.get("httpMethod")
@@ -39,18 +61,30 @@ def parse_request(event: Any) -> tuple[str, str | None, str]:
     view = params.get("view") or "json"
     if view not in VIEWS:
         raise BadRequest(400, "view must be json or page.")
-    return route, params.get("pass"), view
+    hours = parse_hours(params.get("hours")) if route == "/keep-awake" else None
+    return Request(route, params.get("pass"), view, hours)
+
+
+def parse_hours(value: str | None) -> float:
+    """0 or more hours, or BadRequest saying what to type."""
+    if value is None or not value.strip():
+        raise BadRequest(400, MISSING_HOURS_MESSAGE)
+    if NEGATIVE_HOURS.fullmatch(value):
+        raise BadRequest(400, NEGATIVE_HOURS_MESSAGE)
+    if not HOURS.fullmatch(value):
+        raise BadRequest(400, MALFORMED_HOURS_MESSAGE)
+    return float(value)
 
 
 def route_of(event: dict[str, Any]) -> str:
     path = event.get("resource") or event.get("path")
     if not isinstance(path, str):
-        raise BadRequest(404, "Not found. Use /v1/start or /v1/status.")
+        raise BadRequest(404, NOT_FOUND_MESSAGE)
     path = path.rstrip("/")
     if path.startswith("/v1/"):
         path = path[len("/v1") :]
     if path not in ROUTES:
-        raise BadRequest(404, "Not found. Use /v1/start or /v1/status.")
+        raise BadRequest(404, NOT_FOUND_MESSAGE)
     return path
 
 
@@ -90,7 +124,7 @@ def query_parameters(event: dict[str, Any]) -> dict[str, str]:
         params.update(single)
     elif single is not None:
         raise BadRequest(400, "Malformed query string.")
-    for name in ("pass", "view"):
+    for name in PARAMETERS:
         value = params.get(name)
         if value is None:
             continue
@@ -98,7 +132,7 @@ def query_parameters(event: dict[str, Any]) -> dict[str, str]:
             raise BadRequest(400, f"Parameter {name} must be a string.")
         if len(value) > MAX_PARAMETER_LENGTH:
             raise BadRequest(400, f"Parameter {name} is too long.")
-    return {k: v for k, v in params.items() if k in ("pass", "view")}
+    return {k: v for k, v in params.items() if k in PARAMETERS}
 
 
 def has_undecoded_bytes(value: str) -> bool:

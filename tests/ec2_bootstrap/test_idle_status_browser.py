@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -33,8 +32,9 @@ EC2_BOOTSTRAP = Path(__file__).resolve().parents[2] / "ec2_bootstrap"
 CHECKER = EC2_BOOTSTRAP / "idle_check.py"
 PUBLISHER = EC2_BOOTSTRAP / "idle_publish.py"
 MOTO_AMI = "ami-03cf127a"
-IDLE_MINUTES = 0.75  # 45 s
-WARN_MINUTES = 0.15  # 9 s before the stop (under a quarter of it)
+IDLE_MINUTES = 30.0
+WARN_MINUTES = 5.0
+LEFT_SECONDS = 50  # nobody has worked for 30 min minus this: the warning is due at once
 
 
 @contextmanager
@@ -94,8 +94,10 @@ def test_the_warning_in_jupyterlab_and_keep_awake_1_h(tmp_path, monkeypatch) -> 
         jupyter_env = {"JOD_STATUS_POLL_SECONDS": "1", "WARN_MINUTES": str(WARN_MINUTES)}
         with running_jupyter(tmp_path / "root", tmp_path / "work", env=jupyter_env) as jupyter:
             args = checker_args(jupyter, tmp_path)
-            # The clock starts as on the instance, when Jupyter is ready (boot_ready.py).
-            state = clock_state(boot_id(), datetime.now(UTC), "Jupyter ready")
+            # Nobody has worked for 29 min and some seconds (the idle state as the checker keeps it).
+            idle_since = datetime.now(UTC) - timedelta(minutes=IDLE_MINUTES, seconds=-LEFT_SECONDS)
+            stops = (idle_since + timedelta(minutes=IDLE_MINUTES)).astimezone().strftime("%H:%M")
+            state = clock_state(boot_id(), idle_since, "a save")
             (tmp_path / "idle-state.json").write_text(json.dumps(state))
             env = {**os.environ, **aws}
             with chromium() as browser, checker_every(2, args, env) as verdicts:
@@ -104,9 +106,7 @@ def test_the_warning_in_jupyterlab_and_keep_awake_1_h(tmp_path, monkeypatch) -> 
                 browser.find_element(By.ID, "login_submit").click()
                 wait = WebDriverWait(browser, 90)
                 status = wait.until(lambda b: b.find_element(By.ID, "jod-idle-status"))
-                wait.until(lambda b: re.fullmatch(r"Idle \d+ min · stops \d\d:\d\d", status.text))
-                countdown = status.text
-                stops = countdown.rsplit(" ", 1)[1]
+                wait.until(lambda b: status.text == f"Idle 29 min · stops {stops}")
                 toast = wait.until(lambda b: shown(b, "because nobody is working"))
                 assert toast.text == f"This machine stops at {stops} because nobody is working."
                 # The tab polled every second all along, and the clock ran down: the warning.
@@ -117,7 +117,7 @@ def test_the_warning_in_jupyterlab_and_keep_awake_1_h(tmp_path, monkeypatch) -> 
                 button.click()
                 wait.until(lambda b: status.text.startswith("Kept awake until "))
                 # The checker's next runs honour it, past the moment it would have stopped.
-                time.sleep(IDLE_MINUTES * 60 / 2)
+                time.sleep(LEFT_SECONDS + 10)
                 last = verdicts[-1]
                 assert last["idle"] is False and "kept awake until" in last["reason"], last
                 assert not any(v["action"] in ("stop", "would-stop") for v in verdicts), verdicts

@@ -34,6 +34,7 @@ from botocore.exceptions import ClientError
 import boot_secrets
 import boot_sync
 import handler
+import idle
 from tests.infrastructure import stack as harness
 from tests.infrastructure.terraform import BOOTSTRAP, BOOTSTRAP_FILESET, one_line, resource
 from tests.lambda_src.conftest import call, event
@@ -221,6 +222,39 @@ def test_the_ready_tag_the_instance_sets_survives_a_later_plan(stack: harness.St
         assert not {"tags", "tags_all"} & changed_attributes(plan.change(INSTANCE))
 
 
+def test_the_verdict_and_keep_awake_tags_survive_a_later_plan(stack: harness.Stack) -> None:
+    """Issue 12: an apply must not erase why the machine is awake or asleep (the instance's
+    verdict tags) nor cancel a keep-awake (the start link's tag)."""
+    values = {
+        idle.AWAKE_BECAUSE_TAG: "kernel busy: train.ipynb",
+        idle.STOPS_AT_TAG: "",
+        idle.IDLE_SINCE_TAG: "",
+        idle.VERDICT_AT_TAG: "2026-01-01T00:00:00Z",
+        idle.STOP_REASON_TAG: "nobody worked for 40 min",
+        idle.STOPPED_AT_TAG: "2025-12-31T19:12:00Z",
+        idle.KEEP_AWAKE_TAG: "until=2026-01-01T04:00:00Z set=2026-01-01T00:00:00Z",
+    }
+    assert set(values) == {*idle.VERDICT_TAGS, idle.KEEP_AWAKE_TAG}
+    stack.client("ec2").create_tags(
+        Resources=[stack.instance_id],
+        Tags=[{"Key": key, "Value": value} for key, value in values.items()],
+    )
+    plan = stack.plan()
+    assert without_moto_difference(plan) == {}
+    if INSTANCE in plan.changes():
+        assert not {"tags", "tags_all"} & changed_attributes(plan.change(INSTANCE))
+    tags = {t["Key"]: t["Value"] for t in described_instance(stack)["Tags"]}
+    assert {key: tags.get(key) for key in values} == values
+
+
+def test_the_instance_shows_its_tags_in_its_metadata(stack: harness.Stack) -> None:
+    """Issue 12: the idle checker reads the keep-awake tag through the instance metadata. moto
+    keeps the option as AWS does, so the second plan's no-change check covers it too."""
+    options = described_instance(stack)["MetadataOptions"]
+    assert options["InstanceMetadataTags"] == "enabled"
+    assert options["HttpTokens"] == "required"
+
+
 # --- 4. a new idle_minutes ----------------------------------------------------------------------
 
 
@@ -352,6 +386,22 @@ def test_the_start_link_refuses_a_wrong_password(
     assert status == 403
 
 
+def test_the_keep_awake_link_tags_the_instance_terraform_created_within_its_cap(
+    stack: harness.Stack, lambda_environment: dict[str, str]
+) -> None:
+    """Issue 12: /v1/keep-awake with the Lambda's environment as Terraform set it (its cap)."""
+    assert lambda_environment["MAX_KEEP_AWAKE_HOURS"] == "12"
+    status, body = call(event("/keep-awake", {"pass": harness.TEAM_PASS, "hours": "13"}))
+    assert (status, body["message"]) == (400, handler.OVER_CAP_MESSAGE.format(cap=12.0))
+    status, body = call(event("/keep-awake", {"pass": harness.TEAM_PASS, "hours": "4"}))
+    assert status == 200, body
+    tags = {t["Key"]: t["Value"] for t in described_instance(stack)["Tags"]}
+    request = idle.KeepAwake.parse(tags[idle.KEEP_AWAKE_TAG])
+    assert request is not None
+    assert body["kept_awake_until"] == body["idle"]["kept_awake_until"] == idle.iso(request.until)
+    assert (request.until - request.set_at).total_seconds() == 4 * 3600
+
+
 def bootstrap_env(stack: harness.Stack) -> dict[str, str]:
     """/etc/jupyter-on-demand/bootstrap.env as the user_data Terraform sent (read from moto)."""
     files = {f["path"]: f["content"] for f in yaml.safe_load(stack.user_data())["write_files"]}
@@ -394,6 +444,8 @@ def test_the_instance_reads_back_its_settings(instance_env: dict[str, str]) -> N
         "JUPYTER_TLS": "1",
         "IDLE_MINUTES": "40",
         "READY_TAG": handler.READY_TAG,
+        "WARN_MINUTES": "5",
+        "MAX_KEEP_AWAKE_HOURS": "12",
     }
 
 

@@ -4,9 +4,12 @@ ec2_bootstrap/layout.py): environment, settings, IAM actions, SSM names, paths, 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import handler
+import idle
 import layout
+import request
 from tests.infrastructure.terraform import ROOT, TEMPLATE, blocks, locals_, unwrap
 
 HANDLER_SOURCE = (ROOT / "lambda_src" / "handler.py").read_text()
@@ -55,6 +58,7 @@ def test_the_handler_calls_only_the_actions_it_declares() -> None:
 def test_lambda_policy_is_scoped_to_this_instance_parameter_and_log_group() -> None:
     by_sid = {unwrap(s["sid"]): s for s in policy_statements("lambda")}
     assert unwrap(by_sid["StartTheInstance"]["resources"]) == ["${local.instance_arn}"]
+    assert unwrap(by_sid["TagKeepAwake"]["resources"]) == ["${local.instance_arn}"]
     assert unwrap(by_sid["SwitchToFallbackType"]["resources"]) == ["${local.instance_arn}"]
     assert "fallback_instance_types" in str(by_sid["SwitchToFallbackType"]["__dynamic__"])
     assert unwrap(by_sid["ReadTeamPassword"]["resources"]) == ["${aws_ssm_parameter.team_pass.arn}"]
@@ -73,9 +77,9 @@ def test_no_policy_grants_wildcard_actions() -> None:
                 assert "*" not in action, (name, action)
 
 
-def test_the_instance_reads_only_its_secrets_and_code_and_tags_only_the_ready_tag() -> None:
+def test_the_instance_reads_only_its_secrets_and_code_and_tags_only_ready_and_verdict() -> None:
     by_sid = {unwrap(s["sid"]): s for s in policy_statements("instance")}
-    assert set(by_sid) == {"ReadItsSecrets", "ReadItsCode", "TagItselfReady"}
+    assert set(by_sid) == {"ReadItsSecrets", "ReadItsCode", "TagItsReadinessAndVerdict"}
     assert unwrap(by_sid["ReadItsCode"]["resources"])[0].endswith(
         ":parameter${local.bootstrap_parameter_prefix}/*"
     )
@@ -83,10 +87,16 @@ def test_the_instance_reads_only_its_secrets_and_code_and_tags_only_the_ready_ta
         "${aws_ssm_parameter.team_pass.arn}",
         "${aws_ssm_parameter.github_token.arn}",
     ]
+    assert unwrap(by_sid["TagItsReadinessAndVerdict"]["actions"]) == ["ec2:CreateTags"]
     conditions = {
-        unwrap(c["variable"]): unwrap(c["values"]) for c in by_sid["TagItselfReady"]["condition"]
+        (unwrap(c["test"]), unwrap(c["variable"])): unwrap(c["values"])
+        for c in by_sid["TagItsReadinessAndVerdict"]["condition"]
     }
-    assert conditions["aws:TagKeys"] == ["${local.ready_tag}"]
+    assert conditions[("StringEquals", "aws:ResourceTag/Name")] == ["${local.instance_name}"]
+    # checkov's hcl2 renders the expression oddly; what matters is which locals it lists.
+    keys = re.sub(r"[\s'${}]", "", conditions[("ForAllValues:StringEquals", "aws:TagKeys")])
+    assert keys == "concat([local.ready_tag],local.verdict_tags)"
+    assert len(conditions) == 2
 
 
 def test_the_ready_tag_is_the_one_the_lambda_reads() -> None:
@@ -169,10 +179,90 @@ def test_the_instance_name_is_written_once_for_its_tag_and_its_permission_to_tag
     instance = next(b for t, n, b in blocks("resource") if (t, n) == ("aws_instance", "jupyter"))
     assert unwrap(instance["tags"])["Name"] == "${local.instance_name}"
     by_sid = {unwrap(s["sid"]): s for s in policy_statements("instance")}
-    conditions = {
-        unwrap(c["variable"]): unwrap(c["values"]) for c in by_sid["TagItselfReady"]["condition"]
-    }
+    statement = by_sid["TagItsReadinessAndVerdict"]
+    conditions = {unwrap(c["variable"]): unwrap(c["values"]) for c in statement["condition"]}
     assert conditions["aws:ResourceTag/Name"] == ["${local.instance_name}"]
     assert "-gpu" not in " ".join(
         (ROOT / "infrastructure" / name).read_text() for name in ("ec2.tf", "iam.tf")
     )
+
+
+# --- Issue 12: the idle verdict's tags and the keep-awake tag ------------------------------------
+
+
+def ignored_changes() -> list[str]:
+    instance = next(b for t, n, b in blocks("resource") if (t, n) == ("aws_instance", "jupyter"))
+    return unwrap(unwrap(instance["lifecycle"])["ignore_changes"])
+
+
+def test_the_verdict_tags_are_the_same_for_terraform_the_instance_and_the_lambda() -> None:
+    assert tuple(unwrap(locals_()["verdict_tags"])) == layout.VERDICT_TAGS == idle.VERDICT_TAGS
+
+
+def test_the_keep_awake_tag_is_the_same_for_terraform_the_instance_and_the_lambda() -> None:
+    assert unwrap(locals_()["keep_awake_tag"]) == layout.KEEP_AWAKE_TAG == idle.KEEP_AWAKE_TAG
+
+
+def test_later_applies_keep_every_tag_the_instance_and_the_link_set() -> None:
+    """An apply must not erase why the machine is awake or asleep, nor cancel a keep-awake
+    (test_apply.py proves it against moto)."""
+    keys = [handler.READY_TAG, *idle.VERDICT_TAGS, idle.KEEP_AWAKE_TAG]
+    assert [f'${{tags["{key}"]}}' for key in keys] == [
+        item for item in ignored_changes() if item.startswith("${tags[")
+    ]
+
+
+def test_the_lambda_may_tag_only_the_keep_awake_key_on_the_instance_in_its_form() -> None:
+    by_sid = {unwrap(s["sid"]): s for s in policy_statements("lambda")}
+    statement = by_sid["TagKeepAwake"]
+    assert unwrap(statement["actions"]) == ["ec2:CreateTags"]
+    assert unwrap(statement["resources"]) == ["${local.instance_arn}"]
+    conditions = {
+        (unwrap(c["test"]), unwrap(c["variable"])): unwrap(c["values"])
+        for c in statement["condition"]
+    }
+    assert conditions == {
+        ("ForAllValues:StringEquals", "aws:TagKeys"): ["${local.keep_awake_tag}"],
+        ("StringLike", "aws:RequestTag/${local.keep_awake_tag}"): ["until=*Z set=*Z"],
+    }
+    # The form the condition admits is the one the Lambda writes.
+    value = idle.KeepAwake.for_hours(datetime(2026, 11, 29, 14, tzinfo=UTC), 4).value()
+    assert value == "until=2026-11-29T18:00:00Z set=2026-11-29T14:00:00Z"
+    assert re.fullmatch("until=.*Z set=.*Z", value)
+    # No other statement lets the Lambda tag anything (DeleteTags: a cancel rewrites the tag).
+    tagging = [unwrap(s["sid"]) for s in policy_statements("lambda") if "Tags" in str(s["actions"])]
+    assert tagging == ["TagKeepAwake"]
+
+
+def test_the_instance_may_not_write_the_keep_awake_tag_nor_the_lambda_the_verdict() -> None:
+    instance = {unwrap(s["sid"]): s for s in policy_statements("instance")}
+    keys = unwrap(
+        next(
+            c["values"]
+            for c in instance["TagItsReadinessAndVerdict"]["condition"]
+            if unwrap(c["variable"]) == "aws:TagKeys"
+        )
+    )
+    assert "keep_awake_tag" not in keys
+    assert "verdict_tags" not in str(policy_statements("lambda"))
+
+
+def test_the_instance_shows_its_tags_in_its_metadata_for_the_keep_awake_tag() -> None:
+    instance = next(b for t, n, b in blocks("resource") if (t, n) == ("aws_instance", "jupyter"))
+    assert unwrap(instance["metadata_options"])["instance_metadata_tags"] == ["enabled"]
+
+
+def test_the_lambda_gets_the_keep_awake_cap_and_the_instance_both_new_settings() -> None:
+    assert lambda_environment()["MAX_KEEP_AWAKE_HOURS"] == "${tostring(var.max_keep_awake_hours)}"
+    settings = unwrap(locals_()["instance_config"])
+    assert list(settings)[-2:] == ["WARN_MINUTES", "MAX_KEEP_AWAKE_HOURS"]
+    assert settings["WARN_MINUTES"] == "${tostring(var.warn_minutes)}"
+    assert settings["MAX_KEEP_AWAKE_HOURS"] == "${tostring(var.max_keep_awake_hours)}"
+
+
+def test_the_api_has_a_route_for_each_of_the_handlers_routes() -> None:
+    routes = next(
+        b for t, n, b in blocks("resource") if (t, n) == ("aws_api_gateway_resource", "route")
+    )
+    declared = re.findall(r"'([\w-]+)'", unwrap(routes["for_each"]))
+    assert sorted(f"/{name}" for name in declared) == sorted(request.ROUTES)

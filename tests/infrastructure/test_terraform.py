@@ -180,13 +180,16 @@ def test_every_variable_has_a_type_and_a_description() -> None:
         "jupyter_port",
         "lambda_reserved_concurrency",
         "log_retention_days",
+        "max_keep_awake_hours",
         "name_prefix",
         "region",
         "root_volume_size",
         "secrets_version",
         "subnet_id",
+        "tags",
         "team_pass",
         "waf_rate_limit_per_ip",
+        "warn_minutes",
     ],
 )
 def test_variables_with_a_shape_are_validated_with_a_helpful_message(name: str) -> None:

@@ -37,6 +37,17 @@ class Stack:
         reservations = self.ec2.describe_instances(InstanceIds=[self.instance_id])["Reservations"]
         return reservations[0]["Instances"][0]["InstanceType"]
 
+    def tags(self) -> dict[str, str]:
+        reservations = self.ec2.describe_instances(InstanceIds=[self.instance_id])["Reservations"]
+        return {t["Key"]: t["Value"] for t in reservations[0]["Instances"][0].get("Tags", [])}
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """As the instance's idle checker does (ec2_bootstrap/idle_publish.py): one CreateTags."""
+        self.ec2.create_tags(
+            Resources=[self.instance_id],
+            Tags=[{"Key": key, "Value": value} for key, value in tags.items()],
+        )
+
 
 def event(route: str = "/start", params: dict[str, Any] | None = None, **overrides: Any) -> dict:
     """An API Gateway REST (v1) proxy event, as API Gateway sends it for GET /v1/<path>."""
@@ -214,4 +225,5 @@ def stack(aws: None, monkeypatch: pytest.MonkeyPatch) -> Stack:
     monkeypatch.setenv("IDLE_MINUTES", "40")
     monkeypatch.setenv("INSTANCE_TYPE", CONFIGURED_TYPE)
     monkeypatch.delenv("FALLBACK_INSTANCE_TYPES", raising=False)
+    monkeypatch.setenv("MAX_KEEP_AWAKE_HOURS", "12")
     return created

@@ -15,6 +15,7 @@ from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
 
 import handler
+import idle
 from tests.lambda_src.conftest import PARAMETER, TEAM_PASS, call, create_stack, event
 
 
@@ -33,7 +34,19 @@ def user_with_actions(actions: list[str]) -> dict[str, str]:
     }
 
 
-def run_as(actions: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, tuple[int, dict]]:
+def run_as(
+    actions: list[str], monkeypatch: pytest.MonkeyPatch, evt: dict | None = None
+) -> tuple[str, tuple[int, dict]]:
+    """(the instance's state after, the answer) for `evt` (/start by default) under `actions`."""
+    state, _, result = run_and_read_tags(actions, monkeypatch, evt)
+    return state, result
+
+
+def run_and_read_tags(
+    actions: list[str], monkeypatch: pytest.MonkeyPatch, evt: dict | None = None
+) -> tuple[str, dict[str, str], tuple[int, dict]]:
+    """run_as, and the instance's tags after."""
+
     # The first 6 calls (stack and user set-up) run unauthenticated; everything after is enforced.
     @set_initial_no_auth_action_count(6)
     def scenario():
@@ -47,14 +60,17 @@ def run_as(actions: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[str, tu
         monkeypatch.setenv("TEAM_PASS_PARAMETER", PARAMETER)
         boto3.DEFAULT_SESSION = None  # it caches the credentials it resolved first
         handler.client.cache_clear()
-        return stack, call(event("/start", {"pass": TEAM_PASS}))
+        return stack, call(evt or event("/start", {"pass": TEAM_PASS}))
 
     with mock_aws():
         stack, result = scenario()
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         boto3.DEFAULT_SESSION = None
-        return stack.state(), result
+        return stack.state(), stack.tags(), result
+
+
+KEEP_AWAKE = event("/keep-awake", {"pass": TEAM_PASS, "hours": "4"})
 
 
 def test_handler_starts_the_instance_with_exactly_the_granted_actions(
@@ -74,3 +90,32 @@ def test_without_start_instances_it_fails_cleanly_with_a_5xx_json(
     assert status == 503
     assert body == {"message": handler.AWS_ERROR_MESSAGE, "state": None}
     assert state == "stopped"
+
+
+def test_keep_awake_tags_and_starts_the_instance_with_exactly_the_granted_actions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state, tags, (status, body) = run_and_read_tags(
+        list(handler.IAM_ACTIONS), monkeypatch, KEEP_AWAKE
+    )
+    assert status == 200, body
+    assert state == "running"
+    assert tags[idle.KEEP_AWAKE_TAG].startswith(f"until={body['kept_awake_until']} set=")
+
+
+def test_without_create_tags_keep_awake_fails_cleanly_and_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    actions = [a for a in handler.IAM_ACTIONS if a != "ec2:CreateTags"]
+    state, tags, (status, body) = run_and_read_tags(actions, monkeypatch, KEEP_AWAKE)
+    assert status == 503
+    assert body == {"message": handler.AWS_ERROR_MESSAGE, "state": None}
+    assert state == "stopped"
+    assert idle.KEEP_AWAKE_TAG not in tags
+
+
+def test_status_and_start_need_no_create_tags(monkeypatch: pytest.MonkeyPatch) -> None:
+    actions = [a for a in handler.IAM_ACTIONS if a != "ec2:CreateTags"]
+    state, (status, body) = run_as(actions, monkeypatch)
+    assert (status, state) == (200, "running"), body
+    assert "idle" in body

@@ -75,6 +75,16 @@ def everything_in(record: logging.LogRecord) -> str:
 CASES = {
     "right-password": (lambda: event("/start", {"pass": TEAM_PASS}), "answered", "/start"),
     "wrong-password": (lambda: event("/status", {"pass": GUESS}), "rejected", "/status"),
+    "keep-awake": (
+        lambda: event("/keep-awake", {"pass": TEAM_PASS, "hours": "4"}),
+        "answered",
+        "/keep-awake",
+    ),
+    "keep-awake-wrong-password": (
+        lambda: event("/keep-awake", {"pass": GUESS, "hours": "4"}),
+        "rejected",
+        "/keep-awake",
+    ),
     # Not a proxy event at all, and it carries the password: none of it may reach the log.
     "malformed-event": (lambda: ["GET", f"/v1/start?pass={TEAM_PASS}"], "rejected", None),
 }

@@ -30,10 +30,12 @@ def no_ec2():
     with (
         mock.patch.object(ec2, "describe_instances") as describe,
         mock.patch.object(ec2, "start_instances") as start,
+        mock.patch.object(ec2, "create_tags") as create_tags,
     ):
         yield describe, start
         describe.assert_not_called()
         start.assert_not_called()
+        create_tags.assert_not_called()
 
 
 def test_missing_password_is_401_json_and_says_nothing_of_the_instance(
@@ -48,11 +50,11 @@ def test_empty_password_is_401(stack: Stack, no_ec2) -> None:
     assert call(event("/start", {"pass": ""}))[0] == 401
 
 
-@pytest.mark.parametrize("path", ["/start", "/status"])
+@pytest.mark.parametrize("path", ["/start", "/status", "/keep-awake"])
 def test_wrong_password_is_403_json_and_says_nothing_of_the_instance(
     stack: Stack, no_ec2, path: str
 ) -> None:
-    status, body = call(event(path, {"pass": TEAM_PASS + "x"}))
+    status, body = call(event(path, {"pass": TEAM_PASS + "x", "hours": "1"}))
     assert status == 403
     assert body == {"message": handler.WRONG_PASS_MESSAGE, "state": None}
 
@@ -244,6 +246,8 @@ def test_logs_never_contain_the_password(stack: Stack, caplog: pytest.LogCapture
     ):
         call(event("/start", params))
         call(event("/status", params))
+        for hours in ("2", "0", "13", "x"):
+            call(event("/keep-awake", params | {"hours": hours}))
     text = caplog.text + "".join(str(r.args) for r in caplog.records)
     assert caplog.records, "the handler logs each request"
     assert TEAM_PASS not in text
@@ -262,16 +266,22 @@ json_values = st.recursive(
     max_leaves=8,
 )
 query = st.none() | st.dictionaries(
-    st.sampled_from(["pass", "view", "x", ""]),
-    st.just(TEAM_PASS) | texts | st.integers() | st.none() | st.lists(texts, max_size=2),
+    st.sampled_from(["pass", "view", "hours", "x", ""]),
+    st.just(TEAM_PASS)
+    | st.sampled_from(["0", "4", "1.5", "12", "13", "-1"])
+    | texts
+    | st.integers()
+    | st.none()
+    | st.lists(texts, max_size=2),
     max_size=3,
 )
 events = st.fixed_dictionaries(
     {},
     optional={
         "httpMethod": st.sampled_from(["GET", "POST", "HEAD", "", None]) | st.text(max_size=5),
-        "resource": st.sampled_from(["/start", "/status", "/v1/start", "/", None]) | texts,
-        "path": st.sampled_from(["/start", "/status", "/v1/status"]) | json_values,
+        "resource": st.sampled_from(["/start", "/status", "/keep-awake", "/v1/start", "/", None])
+        | texts,
+        "path": st.sampled_from(["/start", "/status", "/keep-awake", "/v1/status"]) | json_values,
         "queryStringParameters": query | json_values,
         "multiValueQueryStringParameters": query | json_values,
         "headers": json_values,
@@ -285,16 +295,23 @@ events = st.fixed_dictionaries(
 )
 @given(evt=events | json_values)
 def test_fuzzed_events_never_5xx_and_never_start_without_the_password(stack: Stack, evt) -> None:
-    """Runs under the runtime's strict log handler (conftest) and marshals like the runtime."""
+    """Runs under the runtime's strict log handler (conftest) and marshals like the runtime;
+    neither starts nor tags without the password (nor, tagging, with hours over the cap)."""
     ec2 = handler.client("ec2")
-    with mock.patch.object(ec2, "start_instances", wraps=ec2.start_instances) as start:
+    with (
+        mock.patch.object(ec2, "start_instances", wraps=ec2.start_instances) as start,
+        mock.patch.object(ec2, "create_tags", wraps=ec2.create_tags) as create_tags,
+    ):
         response = handler.lambda_handler(evt, None)
     marshal_like_the_runtime(response)
     assert response["statusCode"] < 500, response["body"]
     json.loads(response["body"]) if response["headers"][
         "Content-Type"
     ] == "application/json" else None
-    if start.called:
+    if start.called or create_tags.called:
         params = request.query_parameters(evt)
         assert params.get("pass") == TEAM_PASS
+    if create_tags.called:
+        assert 0 <= float(request.query_parameters(evt)["hours"]) <= 12
+    if start.called:
         stack.ec2.stop_instances(InstanceIds=[stack.instance_id])

@@ -28,7 +28,7 @@ interface IIdleStatus {
   state: 'busy' | 'idle' | 'kept-awake' | 'unknown';
   stops_at: string | null;
   warn_at: string | null;
-  idle_minutes: number;
+  idle_since: string | null;
   awake_because: string[];
   kept_awake_until: string | null;
   poll_seconds: number;
@@ -58,7 +58,10 @@ function shortReason(reason: string): string {
 function describe(status: IIdleStatus): string {
   switch (status.state) {
     case 'idle': {
-      const idle = `Idle ${Math.floor(status.idle_minutes)} min`;
+      // Since the idle clock started, by this browser's clock (never below 0).
+      const since = Date.parse(status.idle_since ?? '');
+      const minutes = isNaN(since) ? 0 : Math.max(0, (Date.now() - since) / 60000);
+      const idle = `Idle ${Math.floor(minutes)} min`;
       return status.stops_at ? `${idle} · stops ${hhmm(status.stops_at)}` : idle;
     }
     case 'busy':
