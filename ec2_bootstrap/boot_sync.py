@@ -146,7 +146,7 @@ def install_code(paths: Paths, files: dict[str, str]) -> list[str]:
     """Write the bundle's files; install the units; reload systemd when a unit changed. The
     names of the files that changed."""
     for name in files:  # Terraform's fileset: plain relative names, the labextension's in folders
-        if name.startswith("/") or ".." in name.split("/") or not SAFE_NAME.fullmatch(name):
+        if not SAFE_NAME.fullmatch(name) or {".", ".."} & set(name.split("/")):
             raise BootError(f"the instance code in SSM names a file {name!r}; run terraform apply")
     changed = [
         name

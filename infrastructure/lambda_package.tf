@@ -1,20 +1,13 @@
 # The Lambda's deployment package: lambda_src/ zipped by the hashicorp/archive provider.
 #
-# A seam for the tests: this file is the only one that needs the archive provider, and lambda.tf
+# A seam for the tests: this file is the only one that uses the archive provider (required in
+# versions.tf: a module has one required_providers block), and lambda.tf
 # reads the package only through local.lambda_package ({ path, base64sha256 }). The offline test
 # machines carry the AWS provider in a local mirror but not the archive provider, so
 # tests/infrastructure/stack.py copies infrastructure/ without this file and writes in its place
-# one that defines the same local for a zip the test built from lambda_src/ with Python's zipfile.
-# Admins keep this file: `terraform init` downloads the archive provider as usual.
-
-terraform {
-  required_providers {
-    archive = {
-      source  = "hashicorp/archive"
-      version = ">= 2.4, < 3.0"
-    }
-  }
-}
+# one that defines the same local for a zip the test built from lambda_src/ with Python's zipfile
+# (and drops the archive provider from its copy of versions.tf). Admins keep this file:
+# `terraform init` downloads the archive provider as usual.
 
 data "archive_file" "lambda" {
   type        = "zip"

@@ -136,8 +136,10 @@ locals {
   # reaches the instance at its next wake without touching user_data or the disk.
   bootstrap_dir              = "${path.module}/../ec2_bootstrap"
   bootstrap_parameter_prefix = "/${var.name_prefix}/bootstrap"
-  bootstrap_bundle           = base64gzip(jsonencode({ for name in fileset(local.bootstrap_dir, "{*.py,*.sh,*.service,*.timer,*.in,*.txt}") : name => file("${local.bootstrap_dir}/${name}") }))
-  bootstrap_chunks           = [for offset in range(0, length(local.bootstrap_bundle), 4000) : substr(local.bootstrap_bundle, offset, 4000)]
+  # The top-level files, and the prebuilt JupyterLab extension in its folders (not its source).
+  bootstrap_files  = setunion(fileset(local.bootstrap_dir, "{*.py,*.sh,*.service,*.timer,*.in,*.txt}"), fileset(local.bootstrap_dir, "labextensions/**"))
+  bootstrap_bundle = base64gzip(jsonencode({ for name in local.bootstrap_files : name => file("${local.bootstrap_dir}/${name}") }))
+  bootstrap_chunks = [for offset in range(0, length(local.bootstrap_bundle), 4000) : substr(local.bootstrap_bundle, offset, 4000)]
 
   # user_data: the idle stop first (its units, rendered for the default layout, and the bash
   # fail-safe, which stops the machine while the checker can't run), then the installer (boot.py

@@ -6,10 +6,15 @@ terraform {
     # 5.100 is the oldest release this configuration is tested with (tests/infrastructure/
     # test_apply.py applies it against moto); 7.0 may rename or drop what it uses, so it is
     # excluded until someone checks it. The admin's `terraform init` takes the newest 6.x.
-    # The archive provider is required in lambda_package.tf, next to its only use.
+    # Terraform takes one required_providers block per module: the archive provider, used only
+    # in lambda_package.tf, is required here too.
     aws = {
       source  = "hashicorp/aws"
       version = ">= 5.100, < 7.0"
+    }
+    archive = {
+      source  = "hashicorp/archive"
+      version = ">= 2.4, < 3.0"
     }
   }
 }

@@ -22,7 +22,12 @@ import boot_install
 import boot_sync
 import layout
 from demo import units
-from tests.infrastructure.terraform import BOOTSTRAP, BOOTSTRAP_FILESET, render_bundle
+from tests.infrastructure.terraform import (
+    BOOTSTRAP,
+    BOOTSTRAP_FILESET,
+    LABEXTENSION_FILESET,
+    render_bundle,
+)
 from tests.support.ssm import PREFIX, put_bundle, put_settings, settings_for
 
 SSM_STANDARD_LIMIT = 4096
@@ -61,8 +66,16 @@ def ssm(bundle):
 
 
 def shipped() -> list[str]:
+    """Every file locals.tf puts in the bundle: the top-level ones, the prebuilt labextension's."""
     patterns = BOOTSTRAP_FILESET.strip("{}").split(",")
-    return sorted({p.name for pattern in patterns for p in BOOTSTRAP.glob(pattern)})
+    top = {p.name for pattern in patterns for p in BOOTSTRAP.glob(pattern)}
+    built = {
+        p.relative_to(BOOTSTRAP).as_posix()
+        for p in BOOTSTRAP.glob(LABEXTENSION_FILESET.replace("**", "**/*"))
+        if p.is_file()
+    }
+    assert built, "the prebuilt labextension is missing: make labextension"
+    return sorted(top | built)
 
 
 def test_every_chunk_fits_a_free_standard_parameter(bundle) -> None:
@@ -169,6 +182,33 @@ def test_the_units_follow_a_moved_clone_home_and_user(ssm, paths, monkeypatch, t
         if unit.endswith(".service"):
             text = (moved.systemd / unit).read_text()
             assert layout.Paths.from_env(units.environment(text)).repo == moved.repo, unit
+
+
+def test_a_new_labextension_build_replaces_the_old_ones_files(ssm, paths) -> None:
+    """Its files are named by their content's hash: an older build's must not linger."""
+    assert boot.main(["sync"]) == 0
+    old = paths.app / "labextensions" / "jupyter-on-demand" / "static" / "remoteEntry.0ld.js"
+    old.write_text("// an older build\n")
+    (paths.app / "labextensions" / "stale-extension" / "static").mkdir(parents=True)
+    (paths.app / "labextensions" / "stale-extension" / "static" / "x.js").write_text("x")
+    (paths.app / "notes.txt").write_text("not the labextension's: kept")
+    assert boot.main(["sync"]) == 0
+    assert not old.exists()
+    assert not (paths.app / "labextensions" / "stale-extension").exists()
+    assert (paths.app / "notes.txt").exists()
+    built = sorted(
+        p.relative_to(paths.app).as_posix()
+        for p in (paths.app / "labextensions").rglob("*")
+        if p.is_file()
+    )
+    assert built == [name for name in shipped() if name.startswith("labextensions/")]
+
+
+@pytest.mark.parametrize("name", ["../evil.py", "/etc/cron.d/x", "a//b.js", "a/./b.js", "a b.py"])
+def test_a_bundle_naming_a_file_outside_the_app_folder_is_refused(paths, name: str) -> None:
+    with pytest.raises(layout.BootError, match="names a file"):
+        boot_sync.install_code(paths, {name: "x"})
+    assert not (paths.app / name.lstrip("/")).exists()
 
 
 def test_sync_twice_changes_nothing(ssm, paths) -> None:

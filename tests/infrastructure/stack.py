@@ -32,6 +32,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -57,6 +58,17 @@ DEFAULT_PLUGIN_DIR = Path("/opt/tf-plugins")
 REGION = "us-east-1"
 # Replaced by this harness in the copy (see the module docstring).
 LAMBDA_PACKAGE_FILE = "lambda_package.tf"
+VERSIONS_FILE = "versions.tf"
+ARCHIVE_REQUIREMENT = re.compile(r"\n *archive = \{[^}]*\}")
+
+
+def without_archive(versions: str) -> str:
+    """versions.tf without the archive provider's requirement (not in the offline mirror)."""
+    copy, count = ARCHIVE_REQUIREMENT.subn("", versions)
+    assert count == 1, f"no archive requirement to drop in {VERSIONS_FILE}"
+    return copy
+
+
 PROVIDER_OVERRIDE_FILE = "providers_override.tf"
 # Every AWS service the stack's resources and data sources call (provider endpoint names).
 SERVICES = (
@@ -343,7 +355,9 @@ def prepare(workdir: Path, endpoint: str, servicequotas_endpoint: str | None = N
         if not link.exists():
             link.symlink_to(ROOT / name, target_is_directory=True)
     for source in INFRA.glob("*.tf"):
-        if source.name != LAMBDA_PACKAGE_FILE:
+        if source.name == VERSIONS_FILE:
+            (module / source.name).write_text(without_archive(source.read_text()))
+        elif source.name != LAMBDA_PACKAGE_FILE:
             shutil.copyfile(source, module / source.name)
     package = workdir / "lambda_src.zip"
     digest = lambda_zip(package)

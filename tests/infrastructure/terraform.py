@@ -25,6 +25,7 @@ TFVARS_EXAMPLE = ROOT / "terraform.tfvars.example"
 TEMPLATE = BOOTSTRAP / "cloud-init.yaml.tftpl"
 # The files of ec2_bootstrap/ that user_data ships; locals.tf uses the same fileset() pattern.
 BOOTSTRAP_FILESET = "{*.py,*.sh,*.service,*.timer,*.in,*.txt}"
+LABEXTENSION_FILESET = "labextensions/**"  # the prebuilt JupyterLab extension, in its folders
 
 META_ARGUMENTS = {
     "count",
@@ -214,8 +215,8 @@ def render_bundle(bootstrap_dir: Path = BOOTSTRAP) -> dict[str, str]:
     """The SSM parameters (name suffix => value) of the code bundle, exactly as locals.tf builds them."""
     directory = str(bootstrap_dir)
     bundle = (
-        f'base64gzip(jsonencode({{ for name in fileset("{directory}", "{BOOTSTRAP_FILESET}") : '
-        f'name => file("{directory}/${{name}}") }}))'
+        f'base64gzip(jsonencode({{ for name in setunion(fileset("{directory}", "{BOOTSTRAP_FILESET}"), '
+        f'fileset("{directory}", "{LABEXTENSION_FILESET}")) : name => file("{directory}/${{name}}") }}))'
     )
     expression = (
         f"base64encode(jsonencode({{ sha256 = sha256({bundle}), "

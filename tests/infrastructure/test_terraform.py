@@ -15,6 +15,7 @@ from tests.infrastructure.stack import DESIGN_NOTE_VARIABLES
 from tests.infrastructure.terraform import (
     BOOTSTRAP_FILESET,
     INFRA,
+    LABEXTENSION_FILESET,
     META_ARGUMENTS,
     USER_DATA_FILES,
     blocks,
@@ -244,8 +245,13 @@ def test_secrets_only_reach_ssm_write_only_and_the_sensitive_output() -> None:
 
 def test_the_tests_render_user_data_and_the_bundle_exactly_as_locals_tf_does() -> None:
     """tests/infrastructure/terraform.py mirrors these expressions; keep both sides in step."""
+    files = unwrap(locals_()["bootstrap_files"])
+    assert files.replace(" ", "") == (  # python-hcl2 drops some spaces
+        f'${{setunion(fileset(local.bootstrap_dir,"{BOOTSTRAP_FILESET}"),'
+        f'fileset(local.bootstrap_dir,"{LABEXTENSION_FILESET}"))}}'
+    )
     bundle = unwrap(locals_()["bootstrap_bundle"])
-    assert "fileset(local.bootstrap_dir" in bundle and f'"{BOOTSTRAP_FILESET}"' in bundle
+    assert "for name in local.bootstrap_files" in bundle
     assert "base64gzip(jsonencode(" in bundle
     chunk = layout.BUNDLE_CHUNK_CHARS
     assert f"range(0,length(local.bootstrap_bundle),{chunk})" in unwrap(
@@ -344,11 +350,24 @@ def test_aws_provider_is_5_100_up_to_7_and_tags_are_set_once() -> None:
     assert "default_tags" in provider
 
 
-def test_the_archive_provider_has_an_upper_bound_and_lives_only_in_the_lambda_package_seam() -> (
+def test_the_module_has_one_required_providers_block() -> None:
+    """Terraform refuses a second one ("Duplicate required providers configuration") at init: the
+    archive provider once sat in lambda_package.tf, which the tests replace, so only an admin's
+    `terraform init` saw it."""
+    blocks = [
+        name
+        for name, tree in parsed().items()
+        for block in tree.get("terraform", [])
+        if "required_providers" in block
+    ]
+    assert blocks == ["versions.tf"]
+
+
+def test_the_archive_provider_has_an_upper_bound_and_is_used_only_in_the_lambda_package_seam() -> (
     None
 ):
     filename, version = required_providers()["archive"]
-    assert filename == "lambda_package.tf"
+    assert filename == "versions.tf"
     assert re.fullmatch(r">= ?2\.\d+, ?< ?3\.0", version), version
     users = {f for f, tree in parsed().items() if "archive_" in json.dumps(tree.get("data", []))}
     assert users == {"lambda_package.tf"}

@@ -29,6 +29,8 @@ def settings_for(repo_url: str, **overrides: str) -> dict[str, str]:
         "JUPYTER_TLS": "1",
         "IDLE_MINUTES": "40",
         "READY_TAG": "jupyter-on-demand:ready-at",
+        "WARN_MINUTES": "5",
+        "MAX_KEEP_AWAKE_HOURS": "12",
         **overrides,
     }
 
