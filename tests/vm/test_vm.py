@@ -171,6 +171,7 @@ def host(tmp_path_factory):
             "AWS_ACCESS_KEY_ID": "testing",  # moto's; a real instance uses its instance profile
             "AWS_SECRET_ACCESS_KEY": "testing",
             "INSTANCE_ID": stack.instance_id,  # no metadata service here
+            "IMDS_ENDPOINT": "",  # nor its tags: the link's keep-awake is not read here
             "GITHUB_REPO_URL": "http://10.0.2.102:8002/team.git",  # the host's remote
             "PIP_NO_INDEX": "1",
             "PIP_FIND_LINKS": "http://10.0.2.101:8001/",
@@ -302,9 +303,8 @@ def test_failed_boots_still_stop_then_jupyter_autosave_idle_stop_and_poweroff_fl
     # The guest's clock is the host's (UTC from the emulated RTC): its log times compare directly.
     decided = STOP_DECISION.search(vm.console_text())
     assert decided, "the guest logged no stop decision"
-    figures["idle_deadline_to_stop_decision_s"] = (
-        datetime.fromisoformat(decided.group(1)).timestamp() - deadline_wall
-    )
+    decided_at = datetime.fromisoformat(decided.group(1))
+    figures["idle_deadline_to_stop_decision_s"] = decided_at.timestamp() - deadline_wall
     stopping = re.search(
         r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) idle-check WARNING stopping the machine",
         vm.console_text(),
@@ -315,6 +315,14 @@ def test_failed_boots_still_stop_then_jupyter_autosave_idle_stop_and_poweroff_fl
         stop_at.timestamp() - deadline_wall
     )  # after the flush
     assert vm.process.returncode == 0  # QEMU exits 0 when the guest powers itself off
+    # Before the stop, the checker tagged why (idle_publish.py): the start page says it next.
+    tags = host["ec2"].describe_tags(
+        Filters=[{"Name": "resource-id", "Values": [host["instance_id"]]}]
+    )["Tags"]
+    told = {t["Key"]: t["Value"] for t in tags}
+    assert told.get(layout.STOP_REASON_TAG) == f"nobody worked for {IDLE_MINUTES:g} min", told
+    stopped_at = datetime.fromisoformat(told[layout.STOPPED_AT_TAG].replace("Z", "+00:00"))
+    assert abs((stopped_at - decided_at).total_seconds()) < 2  # the stop decision's time
 
     # 4. A new password; then a save in the last seconds before an external poweroff.
     host["ssm"].put_parameter(
