@@ -196,7 +196,7 @@ class LocalInstance:
         can't do: judge only Jupyter's process tree, stop in moto, flush as this user, and tag
         the instance in moto with this Python (the instance's venv has botocore)."""
         stop = f"{sys.executable} -m demo.stop_instance {self.instance_id}"
-        publish = shlex.join([sys.executable, str(self.paths.app / "idle_publish.py")])
+        publish = shlex.join([sys.executable, str(self.paths.app / "publish_verdict.py")])
         flush_unit = units.command(self.units[FLUSH_UNIT], "ExecStop")
         flush = shlex.join([sys.executable, *flush_unit[1:]])
         result = subprocess.run(

@@ -32,15 +32,9 @@ from typing import Any
 from idle_decision import UTC, Observation, Options, Verdict, clock_state, decide, parse_time
 from idle_proc import boot_id, boot_time, read_proc
 from idle_signals import BOOT_STEP, JUPYTER_SERVER, Machine, observe
+from idle_tags import max_keep_awake_hours, warn_minutes
 from idle_verdict import changed, publish, stop_tags, summary, tags, view
-from layout import (
-    Paths,
-    idle_minutes,
-    jupyter_url,
-    max_keep_awake_hours,
-    read_config,
-    warn_minutes,
-)
+from layout import Paths, idle_minutes, jupyter_url, read_config
 from rootfs import read_regular, write_file
 
 # What other modules and tests use from here (the names they had before the split).
@@ -79,6 +73,9 @@ LIMITS = {
     "warn_minutes": ("warn_seconds", "warn this long before the stop (at most a quarter of it)"),
 }
 IMDS_URL = "http://169.254.169.254"
+# The stop reason's tag waits at most this long before the stop (the unit's TimeoutStartSec is
+# 300 s: Jupyter 30 + metadata 4 + nvidia-smi 20 + flush 180 + this).
+STOP_PUBLISH_TIMEOUT = 15
 
 
 def utcnow() -> datetime:
@@ -141,7 +138,7 @@ def act(verdict: Verdict, state: dict[str, Any], options: Options, told: dict[st
                 )
         logger.warning("stopping the machine: %s", verdict.reason)
         reason = f"nobody worked for {options.idle_seconds / 60:g} min"
-        if not publish(options, stop_tags(told, reason)):
+        if not publish(options, stop_tags(told, reason), timeout=STOP_PUBLISH_TIMEOUT):
             logger.error("the stop reason is not tagged: the start page won't say why it stopped")
         save_state(options.state_file, {**state, "stopped_at": verdict.time.isoformat()})
         code = run_command(options.stop_command, timeout=120)
@@ -196,8 +193,8 @@ def instance_defaults(paths: Paths) -> dict[str, Any]:
 
 
 def publish_command(paths: Paths) -> str | None:
-    """idle_publish.py in the venv (botocore), once the install made them."""
-    script = paths.app / "idle_publish.py"
+    """publish_verdict.py in the venv (botocore), once the install made them."""
+    script = paths.app / "publish_verdict.py"
     if not (paths.venv_python.exists() and script.exists()):
         return None
     return shlex.join([str(paths.venv_python), str(script)])

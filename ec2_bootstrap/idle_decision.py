@@ -74,6 +74,9 @@ class Observation:
     notes: list[str] = field(default_factory=list)  # what was seen and did not count, and why
     memory: dict[str, Any] = field(default_factory=dict)  # the signals' records for the next run
     kept_awake_until: datetime | None = None  # a keep-awake request in force (also in `active`)
+    keep_awake_requested: datetime | None = (
+        None  # when the latest request was made, honoured or not
+    )
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class Verdict:
     active: list[str]
     last_active: datetime  # where the idle clock starts
     kept_awake_until: datetime | None = None
+    keep_awake_requested: datetime | None = None
 
     @property
     def stops_at(self) -> datetime | None:
@@ -118,11 +122,11 @@ def parse_time(value: object) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:  # Jupyter's times are UTC; never read them as local time
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # 9999-12-31T23:59:59-12:00 is past datetime's range in UTC
         return None
-    if parsed.tzinfo is None:  # Jupyter's times are UTC; never read them as local time
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def clock_state(boot_id: str, since: datetime, reason: str) -> dict[str, Any]:
@@ -176,5 +180,6 @@ def decide(
         active=list(seen.active),
         last_active=last_active,
         kept_awake_until=seen.kept_awake_until,
+        keep_awake_requested=seen.keep_awake_requested,
     )
     return new_state, verdict

@@ -72,7 +72,7 @@ def observe_activity_file(seen: Observation, path: Path, now: datetime) -> None:
     JSON are ignored."""
     try:
         record = json.loads(read_regular(path, 4096) or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # [[[[…]]]]: the service user's file
         record = {}
     if not isinstance(record, dict):
         return

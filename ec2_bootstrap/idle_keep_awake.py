@@ -1,7 +1,7 @@
 """Keep-awake requests: "keep the machine awake until <time>", which count as activity until then.
 
 Two places ask, and the latest request wins (so a link's `hours=0` cancels an earlier click):
-  - the start link's /v1/keep-awake writes the instance tag layout.KEEP_AWAKE_TAG,
+  - the start link's /v1/keep-awake writes the instance tag idle_tags.KEEP_AWAKE_TAG,
     "until=<ISO> set=<ISO>", which the checker reads through the instance metadata's tags
     (IMDSv2; no AWS API call, no credentials);
   - JupyterLab's "Keep awake" buttons: jupyter_idle_api.py, as the service user, writes
@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from idle_decision import CLOCK_SKEW, parse_time
-from layout import KEEP_AWAKE_TAG
+from idle_tags import KEEP_AWAKE_TAG
 from rootfs import read_regular
 
 logger = logging.getLogger("jupyter_on_demand.idle")
@@ -62,7 +62,7 @@ def parse_tag(value: str) -> Request | None:
 def parse_file(raw: bytes | None) -> Request | None:
     try:
         record = json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # [[[[…]]]]: the user's file
         return None
     if not isinstance(record, dict):
         return None

@@ -40,6 +40,23 @@ BOOT_STEP = re.compile(
 )
 
 logger = logging.getLogger("jupyter_on_demand.idle")
+SCRIPT = re.compile(r"[^\s/]+\.(py|sh|ipynb|R|jl|js)")
+
+
+def program(cmdline: str) -> str:
+    """What a process runs, without its arguments, which may hold secrets (`mysqldump -p…`): the
+    reasons reach the instance's tags and the start page. The program's name, and the script it
+    runs, if any ("python train.py")."""
+    words = cmdline.split()
+    if not words:
+        return "?"
+    name = os.path.basename(words[0])
+    for word in words[1:]:
+        if word.startswith("-"):  # python -u train.py
+            continue
+        script = os.path.basename(word)
+        return f"{name} {script}" if SCRIPT.fullmatch(script) else name
+    return name
 
 
 @dataclass(frozen=True)
@@ -100,7 +117,7 @@ def busy_processes(machine: Machine, usage: dict[int, float], options: Options) 
     for pid, percent in sorted(usage.items()):
         cmdline = machine.procs[pid].cmdline
         if percent >= options.cpu_percent and not JUPYTER_SERVER.search(cmdline):
-            return [f"process {cmdline[:60]} (pid {pid}) at {percent:.0f}% CPU"]
+            return [f"process {program(cmdline)} (pid {pid}) at {percent:.0f} % CPU"]
     return []
 
 
@@ -189,7 +206,7 @@ def observe_terminal_jobs(
     current = {}
     now = machine.now
     for shell, job in terminal_jobs(machine.procs, pids):
-        label = f"{job.cmdline[:60]} (pid {job.pid})"
+        label = f"{program(job.cmdline)} (pid {job.pid})"
         key = f"{shell.pid}:{shell.start}"
         since = parse_time(terminal_since.get(key)) or now
         typed = tty_atime(shell.pid, now)
@@ -285,11 +302,15 @@ def observe(
     seen.active += busy_processes(machine, usage, options)
     observe_terminal_jobs(seen, machine, pids, usage, state, options)
     seen.active += gpus_busy(options)
-    until = kept_awake_until(
-        find_requests(options.imds_url, options.keep_awake_file),
-        machine.now,
-        options.max_keep_awake_seconds / 3600,
-    )
+    try:
+        found = find_requests(options.imds_url, options.keep_awake_file)
+        until = kept_awake_until(found, machine.now, options.max_keep_awake_seconds / 3600)
+    except Exception:  # the user's file, the metadata: never at the cost of the other signals
+        logger.exception("the keep-awake requests could not be read; none counts")
+        found, until = [], None
+    # The latest request seen, honoured or not: a new one is told even when it changes nothing
+    # (over this machine's cap, say), so the start link never shows one the checker ignores.
+    seen.keep_awake_requested = max((r.set_at for r in found), default=None)
     if until is not None and until > machine.now:
         seen.active.append(f"kept awake until {iso(until)}")
         seen.kept_awake_until = until

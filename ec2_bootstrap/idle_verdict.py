@@ -2,7 +2,7 @@
 
 Each run writes it to Options.verdict_file (root's, world-readable: JupyterLab's status item reads
 it through jupyter_idle_api.py), and, when it changed materially, tags the instance with it
-(layout.VERDICT_TAGS, through Options.publish_command: idle_publish.py in the venv), which the
+(idle_tags.VERDICT_TAGS, through Options.publish_command: publish_verdict.py in the venv), which the
 start link reads for free with the DescribeInstances it makes anyway. "Materially": the kind of
 state, the reasons (their figures aside: a GPU at 87 % then 91 % is the same reason), the
 keep-awake time, or a stop time moved by PUBLISH_SLACK or more; so a teammate saving every minute
@@ -23,7 +23,7 @@ from typing import Any
 
 from idle_decision import Options, Verdict, parse_time
 from idle_keep_awake import iso
-from layout import (
+from idle_tags import (
     AWAKE_BECAUSE_TAG,
     IDLE_SINCE_TAG,
     STOP_REASON_TAG,
@@ -35,6 +35,7 @@ from layout import (
 logger = logging.getLogger("jupyter_on_demand.idle")
 
 PUBLISH_SLACK = timedelta(minutes=5)
+KINDS = ("state", "reasons", "kept_awake_until", "keep_awake_requested_at")  # any change: told
 TAG_VALUE_CHARS = 256  # EC2's limit
 KEPT_AWAKE = "kept awake until "
 FIGURES = re.compile(r"\d+(\.\d+)? ?%")
@@ -48,7 +49,7 @@ def view(verdict: Verdict, options: Options) -> dict[str, Any]:
     if verdict.action == "stop":
         state = "stopping"
     warn_at = None
-    if stops_at is not None:
+    if stops_at is not None and options.warn_seconds > 0:  # warn_minutes = 0: no warning
         warn_at = stops_at - timedelta(seconds=min(options.warn_seconds, options.idle_seconds / 4))
     return {
         "state": state,
@@ -59,14 +60,20 @@ def view(verdict: Verdict, options: Options) -> dict[str, Any]:
         "warn_minutes": options.warn_seconds / 60,
         "awake_because": list(verdict.active),
         "kept_awake_until": iso(verdict.kept_awake_until) if verdict.kept_awake_until else None,
+        "keep_awake_requested_at": (
+            iso(verdict.keep_awake_requested) if verdict.keep_awake_requested else None
+        ),
         "updated_at": iso(verdict.time),
         "max_keep_awake_hours": options.max_keep_awake_seconds / 3600,
     }
 
 
 def tags(told: dict[str, Any]) -> dict[str, str]:
+    """A keep-awake first (it must survive the cut at EC2's limit), and no reason can fake the
+    separator (a notebook named "a | kept awake until 2099-…")."""
+    reasons = sorted(told["awake_because"], key=lambda reason: not reason.startswith(KEPT_AWAKE))
     return {
-        AWAKE_BECAUSE_TAG: " | ".join(told["awake_because"])[:TAG_VALUE_CHARS],
+        AWAKE_BECAUSE_TAG: " | ".join(r.replace("|", "/") for r in reasons)[:TAG_VALUE_CHARS],
         STOPS_AT_TAG: told["stops_at"] or "",
         IDLE_SINCE_TAG: told["idle_since"] or "",
         VERDICT_AT_TAG: told["updated_at"],
@@ -91,6 +98,7 @@ def summary(told: dict[str, Any]) -> dict[str, Any]:
         "reasons": [FIGURES.sub("%", reason) for reason in told["awake_because"]],
         "stops_at": told["stops_at"],
         "kept_awake_until": told["kept_awake_until"],
+        "keep_awake_requested_at": told["keep_awake_requested_at"],
     }
 
 
@@ -98,7 +106,7 @@ def changed(published: object, told: dict[str, Any]) -> bool:
     if not isinstance(published, dict):
         return True
     now = summary(told)
-    if any(published.get(key) != now[key] for key in ("state", "reasons", "kept_awake_until")):
+    if any(published.get(key) != now[key] for key in KINDS):
         return True
     before, after = parse_time(published.get("stops_at")), parse_time(now["stops_at"])
     if before is None or after is None:
@@ -106,9 +114,9 @@ def changed(published: object, told: dict[str, Any]) -> bool:
     return abs(after - before) >= PUBLISH_SLACK
 
 
-def publish(options: Options, values: dict[str, str]) -> bool:
+def publish(options: Options, values: dict[str, str], timeout: float = 30) -> bool:
     """Tag the instance (publish_command, the tags as JSON on its stdin); False when it failed,
-    which is logged and retried at the next run: the stop never waits on AWS."""
+    which is logged and retried at the next run. Never raises: the stop comes after it."""
     if not options.publish_command:
         return False
     try:
@@ -117,10 +125,11 @@ def publish(options: Options, values: dict[str, str]) -> bool:
             input=json.dumps(values),
             capture_output=True,
             text=True,
-            timeout=30,
+            errors="replace",
+            timeout=timeout,
             check=False,
         )
-    except (OSError, subprocess.SubprocessError) as error:
+    except Exception as error:  # OSError, a timeout, a broken command line: said, not raised
         logger.error("could not tag the instance with the verdict: %s", error)
         return False
     if result.returncode != 0:

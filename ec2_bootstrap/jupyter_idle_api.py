@@ -25,7 +25,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from idle_keep_awake import iso
-from layout import max_keep_awake_hours, warn_minutes
+from idle_tags import max_keep_awake_hours, warn_minutes
 from rootfs import read_regular
 
 POLL_SECONDS = 30.0  # the status item's refresh: the issue asks for at least every 30 s

@@ -257,28 +257,6 @@ SETTINGS = {
     "MAX_KEEP_AWAKE_HOURS": (r"[0-9]+(\.[0-9]+)?", "a positive number of hours"),
 }
 DEFAULT_IDLE_MINUTES = 40.0  # before any settings arrive (idle-failsafe.sh says 40 too)
-DEFAULT_WARN_MINUTES = 5.0
-DEFAULT_MAX_KEEP_AWAKE_HOURS = 12.0
-
-# The instance's verdict, as EC2 tags the start link reads for free with DescribeInstances
-# (idle_publish.py writes them; the instance role may write only these and READY_TAG).
-AWAKE_BECAUSE_TAG = "jupyter-on-demand:awake-because"
-STOPS_AT_TAG = "jupyter-on-demand:stops-at"
-IDLE_SINCE_TAG = "jupyter-on-demand:idle-since"
-VERDICT_AT_TAG = "jupyter-on-demand:verdict-at"
-STOP_REASON_TAG = "jupyter-on-demand:stop-reason"
-STOPPED_AT_TAG = "jupyter-on-demand:stopped-at"
-VERDICT_TAGS = (
-    AWAKE_BECAUSE_TAG,
-    STOPS_AT_TAG,
-    IDLE_SINCE_TAG,
-    VERDICT_AT_TAG,
-    STOP_REASON_TAG,
-    STOPPED_AT_TAG,
-)
-# Written by the start link's /v1/keep-awake only ("until=<ISO> set=<ISO>"); the idle checker
-# reads it through the instance metadata's tags (idle_keep_awake.py).
-KEEP_AWAKE_TAG = "jupyter-on-demand:keep-awake-until"
 
 
 def check_settings(settings: object, name: str) -> dict[str, str]:
@@ -338,14 +316,6 @@ def setting_number(
     except ValueError:
         return default
     return number if number > 0 or (zero_ok and number == 0) else default
-
-
-def warn_minutes(config: dict[str, str]) -> float:
-    return setting_number(config, "WARN_MINUTES", DEFAULT_WARN_MINUTES, zero_ok=True)
-
-
-def max_keep_awake_hours(config: dict[str, str]) -> float:
-    return setting_number(config, "MAX_KEEP_AWAKE_HOURS", DEFAULT_MAX_KEEP_AWAKE_HOURS)
 
 
 def jupyter_url(config: dict[str, str], host: str = "127.0.0.1") -> str:

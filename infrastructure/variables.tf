@@ -295,7 +295,7 @@ variable "waf_rate_limit_per_ip" {
 variable "warn_minutes" {
   type        = number
   default     = 5
-  description = "Minutes before an idle stop at which JupyterLab warns everyone who has it open (with Keep awake buttons). 0: no warning."
+  description = "Minutes before an idle stop at which JupyterLab warns everyone who has it open (with Keep awake buttons), at most a quarter of idle_minutes (a longer one is cut to that). 0: no warning."
 
   validation {
     condition     = var.warn_minutes >= 0 && var.warn_minutes < var.idle_minutes

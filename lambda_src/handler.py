@@ -45,7 +45,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from idle import KEEP_AWAKE_TAG, UTC, KeepAwake, iso, read_idle, with_tag
+from idle import KEEP_AWAKE_TAG, UTC, Idle, KeepAwake, iso, read_idle, with_tag
 from reply import Reply, respond
 from request import (
     NOT_UTF8_MESSAGE,
@@ -94,6 +94,10 @@ STOPPING_MESSAGE = (
     "Jupyter Lab is going to sleep. Reload this request in a minute to wake it again."
 )
 STOPPED_MESSAGE = "Jupyter Lab is asleep. Open the /start link to wake it."
+STOPPING_KEEP_AWAKE_MESSAGE = (
+    "Jupyter Lab is going to sleep, so nothing was kept awake. Try again in a minute: the link "
+    "then wakes it and keeps it awake."
+)
 GONE_MESSAGE = (
     "The Jupyter instance does not exist any more ({detail}). Ask the admin to run terraform apply."
 )
@@ -413,6 +417,16 @@ def tag_keep_awake(asked: KeepAwake, config: Config) -> str:
     return KEPT_AWAKE_MESSAGE.format(until=iso(asked.until), idle_minutes=config.idle_minutes)
 
 
+def idle_of(instance: dict[str, Any], now: datetime, config: Config) -> Idle:
+    """The idle object; its tags are the instance's (a notebook can write them, with the
+    instance role's credentials): whatever they hold, the answer never fails for it."""
+    try:
+        return read_idle(instance, now, config.idle_minutes_number)
+    except Exception:
+        logger.exception("the instance's idle tags could not be read; answering without them")
+        return Idle(idle_minutes=config.idle_minutes_number)
+
+
 def handle(request: Request, config: Config, now: datetime | None = None) -> Reply:
     now = now or datetime.now(UTC)
     instance = describe(config.instance_id)
@@ -423,19 +437,25 @@ def handle(request: Request, config: Config, now: datetime | None = None) -> Rep
     if reply is not None and reply.status >= 500:
         return reply
     said = ""
+    cancel = False
     if request.route == "/keep-awake" and request.hours is not None:
+        if reply is not None and reply.state == "stopping":
+            # A stopping machine can't be woken yet; a request now would keep the next session
+            # awake while this answer said nothing had happened.
+            return Reply(409, STOPPING_KEEP_AWAKE_MESSAGE, "stopping", ready=False)
         asked = KeepAwake.for_hours(now, request.hours)
+        cancel = asked.cancelled
         said = tag_keep_awake(asked, config) + " "
         instance = with_tag(instance, KEEP_AWAKE_TAG, asked.value())
     if reply is None:  # stopped
-        if request.route == "/status":
+        if request.route == "/status" or cancel:  # a cancel never starts the machine
             reply = Reply(200, STOPPED_MESSAGE, "stopped", ready=False)
         else:
             reply = start(instance, config)
     return replace(
         reply,
         message=said + reply.message,
-        idle=read_idle(instance, now, config.idle_minutes_number),
+        idle=idle_of(instance, now, config),
         now=now,
         max_keep_awake_hours=config.max_keep_awake_hours,
         keep_awake=request.route == "/keep-awake",

@@ -55,15 +55,25 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+EARLIEST_YEAR, LATEST_YEAR = 2020, 2200
+# How long the link trusts its own keep-awake on a running instance whose checker hasn't told it
+# yet (it runs every 30 s and tells every new request: idle_verdict.py).
+UNCONFIRMED = timedelta(minutes=2)
+
+
 def parse_time(value: object) -> datetime | None:
     """An ISO 8601 time with a zone (a trailing Z too); None for anything else, naive included."""
     if not isinstance(value, str) or not value:
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # 9999-12-31T23:59:59-12:00: past datetime's range
         return None
-    return moment if moment.tzinfo is not None else None
+    # The instance's tags: a notebook can write them. A time outside these years is forged.
+    return moment if EARLIEST_YEAR <= moment.year <= LATEST_YEAR else None
 
 
 def to_second(moment: datetime) -> datetime:
@@ -197,6 +207,10 @@ def read_idle(instance: dict[str, Any], now: datetime, idle_minutes: float) -> I
         # The checker published after the link's request (or there is none): it has weighed
         # that request against JupyterLab's (the latest wins), so its word counts.
         until = kept_awake_in(awake_because)
+    elif state == "running" and request is not None and now - request.set_at > UNCONFIRMED:
+        # A running checker tells a new request at its next run; silence this long means it
+        # can't read it (no metadata, over its own cap): the page must not promise it.
+        until = None
 
     return Idle(
         idle_minutes=idle_minutes,

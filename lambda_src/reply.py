@@ -235,7 +235,11 @@ def keep_awake_panel(reply: Reply) -> str:
         f'<button type="button" id="until-tonight" data-until-hour="{UNTIL_HOUR}">'
         f"Until {UNTIL_HOUR}:00</button>"
     )
-    if reply.idle is not None and reply.idle.kept_awake_until is not None:
+    if (
+        reply.idle is not None
+        and reply.idle.kept_awake_until is not None
+        and reply.state != "stopped"  # a cancel never starts a machine; a stopped one needs none
+    ):
         buttons.append(
             '<button type="button" id="cancel" data-hours="0">Cancel keep-awake</button>'
         )

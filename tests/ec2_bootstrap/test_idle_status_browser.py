@@ -1,6 +1,6 @@
 """The idle stop as a teammate sees it in JupyterLab: real Chromium, a real Jupyter with the shipped
 labextension, the real idle checker running as the timer runs it, tagging the instance in moto
-with idle_publish.py, and the real start-link handler reading those tags.
+with publish_verdict.py, and the real start-link handler reading those tags.
 
 Nobody works: the status bar counts down, the warning comes at the warning time, "Keep awake 1 h"
 keeps the machine awake, and the checker's verdict, the instance's tags and /v1/status all say
@@ -24,13 +24,14 @@ import boto3
 
 from idle_decision import clock_state
 from idle_proc import boot_id
-from layout import AWAKE_BECAUSE_TAG, env_file
+from idle_tags import AWAKE_BECAUSE_TAG
+from layout import env_file
 from tests.support.jupyter import PASSWORD, Jupyter, running_jupyter
 from tests.support.ssm import REGION, moto_ssm_server
 
 EC2_BOOTSTRAP = Path(__file__).resolve().parents[2] / "ec2_bootstrap"
 CHECKER = EC2_BOOTSTRAP / "idle_check.py"
-PUBLISHER = EC2_BOOTSTRAP / "idle_publish.py"
+PUBLISHER = EC2_BOOTSTRAP / "publish_verdict.py"
 MOTO_AMI = "ami-03cf127a"
 IDLE_MINUTES = 30.0
 WARN_MINUTES = 5.0
@@ -87,7 +88,7 @@ def test_the_warning_in_jupyterlab_and_keep_awake_1_h(tmp_path, monkeypatch) -> 
         instance_id = ec2.run_instances(ImageId=MOTO_AMI, MinCount=1, MaxCount=1)["Instances"][0][
             "InstanceId"
         ]
-        # The instance's config.env, as far as idle_publish.py reads it.
+        # The instance's config.env, as far as publish_verdict.py reads it.
         config = tmp_path / "config.env"
         config.write_text(env_file({"AWS_REGION": REGION, "INSTANCE_ID": instance_id}))
         aws = {"AWS_ENDPOINT_URL": endpoint, "JOD_CONFIG": str(config)}

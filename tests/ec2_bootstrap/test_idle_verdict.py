@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 import idle_keep_awake
+import idle_signals
 from idle_decision import Observation, Options, clock_state, decide
 from idle_keep_awake import Request, find_requests, kept_awake_until, parse_tag, tag_value
+from idle_tags import VERDICT_TAGS
 from idle_verdict import changed, publish, stop_tags, summary, tags, view
-from layout import VERDICT_TAGS
 from tests.support.imds import FakeIMDS
 
 BOOT = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
@@ -182,3 +185,92 @@ def test_publish_hands_the_tags_to_the_command_and_says_when_it_failed(tmp_path:
     failing = f"{sys.executable} -c 'raise SystemExit(1)'"
     assert not publish(Options(**{**OPTIONS.__dict__, "publish_command": failing}), tags(result))
     assert not publish(OPTIONS, tags(result))  # no command: nothing published
+
+
+# --- What the review broke (each test failed before its fix) ----------------------------------
+
+PROGRAMS = {
+    "mysqldump -uadmin -pHunter2Secret prod_db": "mysqldump",
+    "/usr/bin/python3 -u /home/jupyter/work/train.py --lr 0.1 --token=abc": "python3 train.py",
+    "python -c import secrets; print(1)": "python",
+    "bash run.sh s3cr3t": "bash run.sh",
+    "sleep 300": "sleep",
+    "": "?",
+}
+
+
+@pytest.mark.parametrize(("cmdline", "shown"), PROGRAMS.items(), ids=PROGRAMS.values())
+def test_a_reason_names_the_program_never_its_arguments(cmdline: str, shown: str) -> None:
+    """The reasons reach the instance's tags, the start page and CloudTrail."""
+    assert idle_signals.program(cmdline) == shown
+
+
+def test_a_notebook_name_cannot_fake_the_tags_separator_and_keep_awake_survives_the_cut() -> None:
+    until = "kept awake until 2026-11-28T11:00:00Z"
+    reasons = [f"kernel busy: {'n' * 120} | kept awake until 2099-01-01T00:00:00Z"] * 3 + [until]
+    value = tags(told(Observation(BOOT, active=reasons)))["jupyter-on-demand:awake-because"]
+    assert value.startswith(until + " | ")
+    assert value.count(" | ") == value.count("kernel busy")  # the names' own bars are gone
+    assert "| kept awake until 2099" not in value
+
+
+def test_warn_minutes_0_means_no_warning() -> None:
+    result = told(Observation(BOOT), minutes_ago=31, warn_seconds=0)
+    assert result["stops_at"] is not None and result["warn_at"] is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # RecursionError in json
+        b'{"until": "9999-12-31T23:59:59-12:00", "set_at": "2026-11-28T09:00:00Z"}',  # overflow
+        b'{"until": "2026-11-28T11:00:00Z", "set_at": "9999-12-31T23:59:59-12:00"}',
+    ],
+    ids=["nested", "until past datetime's range", "set past datetime's range"],
+)
+def test_a_poisoned_keep_awake_file_is_no_request(tmp_path: Path, raw: bytes) -> None:
+    path = tmp_path / "keep-awake.json"
+    path.write_bytes(raw)
+    assert find_requests(None, path) == []
+
+
+def test_a_keep_awake_that_cannot_be_read_costs_no_other_signal(monkeypatch, tmp_path) -> None:
+    """A busy process still counts when reading the requests fails in any way."""
+
+    def broken(*args: object) -> list[Request]:
+        raise RuntimeError("a bug, or a file nobody foresaw")
+
+    monkeypatch.setattr(idle_signals, "find_requests", broken)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.5)
+        options = Options(jupyter_url="http://127.0.0.1:9", token="", state_file=tmp_path / "s",
+                          min_uid=0, process_root=busy.pid, api_deadline_seconds=5)  # fmt: skip
+        seen = idle_signals.observe({}, options, idle_signals.Machine.scan(datetime.now(UTC)), BOOT)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert any(reason.startswith("process python") for reason in seen.active), seen
+
+
+def test_a_new_request_is_told_even_when_the_checker_ignores_it() -> None:
+    """Over this machine's cap (an apply raised the Lambda's first), say: the verdict changes,
+    so the start link stops promising it."""
+    before = told(Observation(BOOT), minutes_ago=10)
+    seen = Observation(BOOT)
+    seen.keep_awake_requested = ago(0.5)  # honoured or not, it was seen
+    after = told(seen, minutes_ago=10)
+    assert after["kept_awake_until"] is None
+    assert changed(summary(before), after)
+
+
+def test_publish_never_raises(tmp_path: Path) -> None:
+    """The stop comes right after it: undecodable output, a broken command line."""
+    script = tmp_path / "bytes.py"
+    script.write_text("import sys\nsys.stderr.buffer.write(b'\\xff\\xfe')\nsys.exit(1)\n")
+    result = told(Observation(BOOT), minutes_ago=3)
+    for command in (shlex.join([sys.executable, str(script)]), "unterminated 'quote"):
+        assert (
+            publish(Options(**{**OPTIONS.__dict__, "publish_command": command}), tags(result))
+            is False
+        )

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import handler
 import idle
+import idle_tags
 import layout
 import request
 from tests.infrastructure.terraform import ROOT, TEMPLATE, blocks, locals_, unwrap
@@ -196,11 +197,11 @@ def ignored_changes() -> list[str]:
 
 
 def test_the_verdict_tags_are_the_same_for_terraform_the_instance_and_the_lambda() -> None:
-    assert tuple(unwrap(locals_()["verdict_tags"])) == layout.VERDICT_TAGS == idle.VERDICT_TAGS
+    assert tuple(unwrap(locals_()["verdict_tags"])) == idle_tags.VERDICT_TAGS == idle.VERDICT_TAGS
 
 
 def test_the_keep_awake_tag_is_the_same_for_terraform_the_instance_and_the_lambda() -> None:
-    assert unwrap(locals_()["keep_awake_tag"]) == layout.KEEP_AWAKE_TAG == idle.KEEP_AWAKE_TAG
+    assert unwrap(locals_()["keep_awake_tag"]) == idle_tags.KEEP_AWAKE_TAG == idle.KEEP_AWAKE_TAG
 
 
 def test_later_applies_keep_every_tag_the_instance_and_the_link_set() -> None:

@@ -42,7 +42,7 @@ class Stack:
         return {t["Key"]: t["Value"] for t in reservations[0]["Instances"][0].get("Tags", [])}
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        """As the instance's idle checker does (ec2_bootstrap/idle_publish.py): one CreateTags."""
+        """As the instance's idle checker does (ec2_bootstrap/publish_verdict.py): one CreateTags."""
         self.ec2.create_tags(
             Resources=[self.instance_id],
             Tags=[{"Key": key, "Value": value} for key, value in tags.items()],

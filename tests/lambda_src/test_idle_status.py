@@ -234,6 +234,14 @@ def test_a_verdict_counts_only_when_published_after_the_latest_launch(
         {idle.KEEP_AWAKE_TAG: "until=soon set=now"},
         {idle.KEEP_AWAKE_TAG: "2099-01-01T00:00:00Z"},
         {idle.STOPPED_AT_TAG: "not a time", idle.STOP_REASON_TAG: "nobody worked for 40 min"},
+        # A notebook can write the verdict tags (the instance role's credentials): times past
+        # datetime's range once in UTC, or in no plausible year.
+        {
+            idle.VERDICT_AT_TAG: "9999-12-31T23:59:59-12:00",
+            idle.STOPS_AT_TAG: "9999-12-31T23:59:59-12:00",
+        },
+        {idle.VERDICT_AT_TAG: "0001-01-01T00:00:00+14:00"},
+        {idle.KEEP_AWAKE_TAG: "until=9999-12-31T23:59:59-12:00 set=2026-11-29T10:00:00Z"},
     ],
     ids=[
         "unparsable-verdict-time",
@@ -241,6 +249,9 @@ def test_a_verdict_counts_only_when_published_after_the_latest_launch(
         "keep-awake-not-times",
         "keep-awake-bare",
         "stop-time",
+        "past-the-range",
+        "before-the-range",
+        "keep-awake-past-the-range",
     ],
 )
 def test_malformed_tags_count_as_absent_never_as_an_error(stack: Stack, tags: dict) -> None:
@@ -279,3 +290,42 @@ def test_the_page_view_without_script_shows_the_times_in_utc(stack: Stack) -> No
         f'<p id="idle">Nobody has worked for 31 min. It stops at <time datetime="{iso(stops)}">'
         f"{stops:%H:%M} UTC</time> unless someone does</p>"
     ) in response["body"]
+
+
+def test_a_forged_stop_time_past_the_range_never_breaks_a_stopped_instances_page(
+    stack: Stack,
+) -> None:
+    stack.set_tags({idle.STOPPED_AT_TAG: "9999-12-31T23:59:59-12:00", idle.STOP_REASON_TAG: "x"})
+    for route in ("/status", "/start"):
+        for view in ({}, {"view": "page"}):
+            code, _ = call(event(route, {"pass": TEAM_PASS, **view}))
+            assert code == 200, route
+
+
+def test_the_links_keep_awake_the_checker_never_told_is_not_promised_after_2_minutes(
+    stack: Stack,
+) -> None:
+    """A running checker tells every new request at its next run (30 s); silence means it can't
+    read it (no metadata) or won't (over its own cap): the page says when it stops instead."""
+    set_launch_time(running(stack), now() - timedelta(hours=1))
+    stops = now() + timedelta(minutes=9)
+    verdict(stack, stops_at=iso(stops), idle_since=iso(now() - timedelta(minutes=31)),
+            verdict_at=iso(now() - timedelta(minutes=5)))  # fmt: skip
+    asked = idle.KeepAwake(now() + timedelta(hours=4), now() - timedelta(seconds=30))
+    stack.set_tags({idle.KEEP_AWAKE_TAG: asked.value()})
+    assert status(stack)["idle"]["kept_awake_until"] == iso(asked.until)  # not told yet: trusted
+    asked = idle.KeepAwake(now() + timedelta(hours=4), now() - timedelta(minutes=3))
+    stack.set_tags({idle.KEEP_AWAKE_TAG: asked.value()})
+    told = status(stack)["idle"]
+    assert told["kept_awake_until"] is None and told["stops_at"] == iso(stops)
+
+
+def test_a_sleeping_instances_page_offers_no_cancel(stack: Stack) -> None:
+    """A click there would only cost a start: a stopped machine is kept awake by nothing."""
+    asked = idle.KeepAwake(now() + timedelta(hours=4), now() - timedelta(minutes=1))
+    stack.set_tags({idle.KEEP_AWAKE_TAG: asked.value()})
+    _, page = call(event("/status", {"pass": TEAM_PASS, "view": "page"}))
+    assert "Keep awake 1 h" in page and "Cancel keep-awake" not in page
+    running(stack)
+    _, page = call(event("/status", {"pass": TEAM_PASS, "view": "page"}))
+    assert "Cancel keep-awake" in page

@@ -240,10 +240,23 @@ def test_hours_0_cancels_with_until_equal_to_set(stack: Stack) -> None:
     assert status_body["idle"]["kept_awake_until"] is None
 
 
-def test_hours_0_on_a_sleeping_instance_starts_it_without_keeping_it_awake(stack: Stack) -> None:
+def test_hours_0_never_starts_a_sleeping_instance(stack: Stack) -> None:
+    """A cancel asks for less GPU time, never for 40 minutes of it."""
     status, body = call(keep_awake("0"))
-    assert (status, body["state"], stack.state()) == (200, "pending", "running")
+    assert (status, body["state"], stack.state()) == (200, "stopped", "stopped")
     assert body["kept_awake_until"] is None
+    asked = keep_awake_tag(stack)
+    assert asked is not None and asked.cancelled  # a keep-awake asked earlier is cancelled
+
+
+def test_a_stopping_instance_is_409_and_nothing_is_kept_awake(stack: Stack) -> None:
+    """It can't be woken yet: an answer saying "kept awake" would be false until a later start."""
+    stack.ec2.start_instances(InstanceIds=[stack.instance_id])
+    set_moto_state(stack, "stopping", 64)
+    status, body = call(keep_awake("4"))
+    assert status == 409
+    assert body["message"] == handler.STOPPING_KEEP_AWAKE_MESSAGE
+    assert idle.KEEP_AWAKE_TAG not in stack.tags()
 
 
 def test_status_then_says_until_when_before_the_instance_has_seen_it(stack: Stack) -> None:

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from layout import KEEP_AWAKE_TAG
+from idle_tags import KEEP_AWAKE_TAG
 
 
 class FakeIMDS(BaseHTTPRequestHandler):

@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 import requests
 
+import idle_tags
 import layout
 from bench.common import report
 from demo.git_remote import GitRemote
@@ -315,13 +316,13 @@ def test_failed_boots_still_stop_then_jupyter_autosave_idle_stop_and_poweroff_fl
         stop_at.timestamp() - deadline_wall
     )  # after the flush
     assert vm.process.returncode == 0  # QEMU exits 0 when the guest powers itself off
-    # Before the stop, the checker tagged why (idle_publish.py): the start page says it next.
+    # Before the stop, the checker tagged why (publish_verdict.py): the start page says it next.
     tags = host["ec2"].describe_tags(
         Filters=[{"Name": "resource-id", "Values": [host["instance_id"]]}]
     )["Tags"]
     told = {t["Key"]: t["Value"] for t in tags}
-    assert told.get(layout.STOP_REASON_TAG) == f"nobody worked for {IDLE_MINUTES:g} min", told
-    stopped_at = datetime.fromisoformat(told[layout.STOPPED_AT_TAG].replace("Z", "+00:00"))
+    assert told.get(idle_tags.STOP_REASON_TAG) == f"nobody worked for {IDLE_MINUTES:g} min", told
+    stopped_at = datetime.fromisoformat(told[idle_tags.STOPPED_AT_TAG].replace("Z", "+00:00"))
     assert abs((stopped_at - decided_at).total_seconds()) < 2  # the stop decision's time
 
     # 4. A new password; then a save in the last seconds before an external poweroff.

@@ -31,6 +31,7 @@ interface IIdleStatus {
   idle_since: string | null;
   awake_because: string[];
   kept_awake_until: string | null;
+  max_keep_awake_hours: number;
   poll_seconds: number;
 }
 
@@ -126,7 +127,7 @@ function activate(app: JupyterFrontEnd, statusBar: IStatusBar | null): void {
         const untilWarning = Date.parse(status.warn_at) - Date.now();
         if (untilWarning <= 0) {
           warnedFor = status.stops_at;
-          warning = warn(status.stops_at);
+          warning = warn(status.stops_at, status.max_keep_awake_hours);
         } else {
           delay = Math.min(delay, untilWarning + 100); // poll again right at warn_at
         }
@@ -136,12 +137,14 @@ function activate(app: JupyterFrontEnd, statusBar: IStatusBar | null): void {
     timer = window.setTimeout(() => void refresh(), delay);
   }
 
-  function warn(stopsAt: string): string {
+  function warn(stopsAt: string, maxHours: number): string {
+    // Only the buttons the admin's cap (max_keep_awake_hours) allows.
+    const cap = Number.isFinite(maxHours) ? maxHours : Math.max(...KEEP_AWAKE_HOURS);
     return Notification.warning(
       `This machine stops at ${hhmm(stopsAt)} because nobody is working.`,
       {
         autoClose: false,
-        actions: KEEP_AWAKE_HOURS.map(hours => ({
+        actions: KEEP_AWAKE_HOURS.filter(hours => hours <= cap).map(hours => ({
           label: `Keep awake ${hours} h`,
           callback: () => void keepAwake(hours)
         }))

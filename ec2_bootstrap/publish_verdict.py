@@ -1,7 +1,7 @@
-"""`idle_publish.py`: tag this instance with the idle checker's verdict (idle_verdict.py).
+"""`publish_verdict.py`: tag this instance with the idle checker's verdict (idle_verdict.py).
 
 Run by the idle checker as root, in the venv (botocore), only when the verdict changed
-materially; the tags come as a JSON object on stdin, and must be layout.VERDICT_TAGS (the
+materially; the tags come as a JSON object on stdin, and must be idle_tags.VERDICT_TAGS (the
 instance role may write no other). The region and the instance come as for the ready tag
 (boot_ready.py): config.env, then the instance metadata. Exit 0 when tagged, 1 otherwise, with
 the reason on stderr. Shipped in the code bundle.
@@ -12,17 +12,18 @@ from __future__ import annotations
 import json
 import sys
 
-from layout import VERDICT_TAGS, Paths, read_config
+from idle_tags import VERDICT_TAGS
+from layout import Paths, read_config
 
 
 def main() -> int:
     try:
         values = json.loads(sys.stdin.read(1 << 16))
     except ValueError as error:
-        print(f"idle_publish: the tags are not JSON: {error}", file=sys.stderr)
+        print(f"publish_verdict: the tags are not JSON: {error}", file=sys.stderr)
         return 1
     if not isinstance(values, dict) or not values or not set(values) <= set(VERDICT_TAGS):
-        print(f"idle_publish: only {', '.join(VERDICT_TAGS)} may be set", file=sys.stderr)
+        print(f"publish_verdict: only {', '.join(VERDICT_TAGS)} may be set", file=sys.stderr)
         return 1
     from boot_ready import instance_id
     from boot_sync import aws_client
@@ -35,7 +36,7 @@ def main() -> int:
             Tags=[{"Key": key, "Value": str(value)} for key, value in values.items()],
         )
     except Exception as error:  # AWS, the metadata or the config: said, not raised
-        print(f"idle_publish: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"publish_verdict: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     return 0
 
