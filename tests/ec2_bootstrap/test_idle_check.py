@@ -140,13 +140,13 @@ def test_work_in_kernels_and_terminals(
         ("kernel", KERNEL_SLEEP, None, True, has_all("ignored as stuck")),
         (  # waits at its >>> prompt
             "terminal", "python3 -q\r",
-            has_all("python3 -q (pid"), True, has_all("python3 -q (pid", "ignored"),
+            has_all("terminal job: python3 (pid"), True, has_all("python3 (pid", "ignored"),
         ),
         (  # each `sleep` is a new job: the age belongs to the terminal, not to the job
             "terminal", "while true; do date; sleep 1; done\r",
             has_all("terminal job: sleep (pid"), True, has_all("nobody typed"),
         ),
-        ("terminal", "python3 -c 'while True: pass'\r", None, False, has_all("python3 -c")),
+        ("terminal", "python3 -c 'while True: pass'\r", None, False, has_all("terminal job: python3")),
     ],
     ids=[
         "a busy kernel stuck past the cap at zero CPU is idle",
