@@ -22,10 +22,12 @@ from pathlib import Path
 
 import boto3
 
+import handler
 from idle_decision import clock_state
 from idle_proc import boot_id
 from idle_tags import AWAKE_BECAUSE_TAG
 from layout import env_file
+from tests.lambda_src.conftest import call, event
 from tests.support.jupyter import PASSWORD, Jupyter, running_jupyter
 from tests.support.ssm import REGION, moto_ssm_server
 
@@ -35,6 +37,8 @@ PUBLISHER = EC2_BOOTSTRAP / "publish_verdict.py"
 MOTO_AMI = "ami-03cf127a"
 IDLE_MINUTES = 30.0
 WARN_MINUTES = 5.0
+TEAM_PASS = "correct horse battery staple"
+TEAM_PASS_PARAMETER = "/jupyter-on-demand/team-pass"
 LEFT_SECONDS = 50  # nobody has worked for 30 min minus this: the warning is due at once
 
 
@@ -83,7 +87,7 @@ def test_the_warning_in_jupyterlab_and_keep_awake_1_h(tmp_path, monkeypatch) -> 
 
     from tests.browser.chromium import chromium
 
-    with moto_ssm_server() as (endpoint, _):
+    with moto_ssm_server() as (endpoint, ssm):
         ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint)
         instance_id = ec2.run_instances(ImageId=MOTO_AMI, MinCount=1, MaxCount=1)["Instances"][0][
             "InstanceId"
@@ -125,6 +129,27 @@ def test_the_warning_in_jupyterlab_and_keep_awake_1_h(tmp_path, monkeypatch) -> 
                 assert status.text.startswith("Kept awake until ")
             tags = instance_tags(ec2, instance_id)
             assert tags[AWAKE_BECAUSE_TAG].startswith("kept awake until "), tags
+            # The start link, with the Lambda's environment, reads it from those tags.
+            ssm.put_parameter(Name=TEAM_PASS_PARAMETER, Value=TEAM_PASS, Type="SecureString")
+            for name, value in {
+                "INSTANCE_ID": instance_id,
+                "TEAM_PASS_PARAMETER": TEAM_PASS_PARAMETER,
+                "IDLE_MINUTES": f"{IDLE_MINUTES:g}",
+                "AWS_ENDPOINT_URL": endpoint,
+            }.items():
+                monkeypatch.setenv(name, value)
+            handler.client.cache_clear()
+            handler.PASSWORDS.clear()
+            try:
+                code, body = call(event("/status", {"pass": TEAM_PASS}))
+            finally:
+                handler.client.cache_clear()
+                handler.PASSWORDS.clear()
+            assert code == 200, body
+            kept = body["idle"]["kept_awake_until"]
+            assert kept is not None and kept in tags[AWAKE_BECAUSE_TAG]
+            assert body["idle"]["awake_because"] == [f"kept awake until {kept}"]
+            assert body["idle"]["stops_at"] is None
             told = json.loads(jupyter.verdict_file.read_text())
             assert told["state"] == "kept-awake"
 
