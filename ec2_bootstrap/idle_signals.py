@@ -137,11 +137,12 @@ def observe_kernels(
 ) -> None:
     """Busy and starting kernels count, unless stuck (idle_decision.is_stuck)."""
     kernels = api(options, "/api/kernels")
-    names = (
-        notebook_names(options)
-        if any(kernel.get("execution_state") in ("busy", "starting") for kernel in kernels)
-        else {}
-    )
+    names: dict[str, str] = {}
+    if any(kernel.get("execution_state") in ("busy", "starting") for kernel in kernels):
+        try:
+            names = notebook_names(options)
+        except JupyterUnreachable:  # only the names are lost: the kernels count all the same
+            logger.warning("Jupyter's sessions are unreadable: kernels named by their ids")
     busy_since = state.get("busy_since", {})
     current = {}
     for kernel in kernels:

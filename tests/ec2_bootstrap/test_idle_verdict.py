@@ -274,3 +274,18 @@ def test_publish_never_raises(tmp_path: Path) -> None:
             publish(Options(**{**OPTIONS.__dict__, "publish_command": command}), tags(result))
             is False
         )
+
+
+def test_a_busy_kernel_counts_when_jupyters_sessions_cannot_be_read(monkeypatch) -> None:
+    """The names are new; losing them must not lose the kernel (a job waiting on I/O at 0 %)."""
+
+    def api(options: Options, path: str) -> object:
+        if path == "/api/kernels":
+            return [{"id": "1234abcd-0000", "execution_state": "busy"}]
+        raise idle_signals.JupyterUnreachable("sessions: HTTP 500")
+
+    monkeypatch.setattr(idle_signals, "api", api)
+    seen = Observation(BOOT)
+    machine = idle_signals.Machine(procs={}, own=set(), now=NOW)
+    idle_signals.observe_kernels(seen, machine, {}, {}, OPTIONS)
+    assert seen.active == ["kernel busy: 1234abcd"]
