@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warn-minutes",
         type=float,
-        default=1.0,
+        default=0.5,
         help="JupyterLab warns this long before the idle stop (at most a quarter of it)",
     )
     parser.add_argument("--jupyter-port", type=int, default=8888)
