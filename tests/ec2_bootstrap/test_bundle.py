@@ -22,12 +22,7 @@ import boot_install
 import boot_sync
 import layout
 from demo import units
-from tests.infrastructure.terraform import (
-    BOOTSTRAP,
-    BOOTSTRAP_FILESET,
-    LABEXTENSION_FILESET,
-    render_bundle,
-)
+from tests.infrastructure.terraform import BOOTSTRAP, bundle_files, render_bundle
 from tests.support.ssm import PREFIX, put_bundle, put_settings, settings_for
 
 SSM_STANDARD_LIMIT = 4096
@@ -67,15 +62,7 @@ def ssm(bundle):
 
 def shipped() -> list[str]:
     """Every file locals.tf puts in the bundle: the top-level ones, the prebuilt labextension's."""
-    patterns = BOOTSTRAP_FILESET.strip("{}").split(",")
-    top = {p.name for pattern in patterns for p in BOOTSTRAP.glob(pattern)}
-    built = {
-        p.relative_to(BOOTSTRAP).as_posix()
-        for p in BOOTSTRAP.glob(LABEXTENSION_FILESET.replace("**", "**/*"))
-        if p.is_file()
-    }
-    assert built, "the prebuilt labextension is missing: make labextension"
-    return sorted(top | built)
+    return sorted(bundle_files())
 
 
 def test_every_chunk_fits_a_free_standard_parameter(bundle) -> None:

@@ -211,6 +211,18 @@ def render_template(bootstrap_env: dict[str, str], bootstrap_dir: Path = BOOTSTR
     return base64.b64decode(console(expression).strip('"')).decode()
 
 
+def bundle_files(bootstrap_dir: Path = BOOTSTRAP) -> dict[str, str]:
+    """{name: content} of what locals.tf's bootstrap_files ships: the top-level files of its
+    fileset, and the prebuilt labextension's by their paths in its folders."""
+    patterns = BOOTSTRAP_FILESET.strip("{}").split(",")
+    top = [p for pattern in patterns for p in bootstrap_dir.glob(pattern)]
+    built = [
+        p for p in bootstrap_dir.glob(LABEXTENSION_FILESET.replace("**", "**/*")) if p.is_file()
+    ]
+    assert built, "the prebuilt labextension is missing: make labextension"
+    return {p.relative_to(bootstrap_dir).as_posix(): p.read_text() for p in sorted(top + built)}
+
+
 def render_bundle(bootstrap_dir: Path = BOOTSTRAP) -> dict[str, str]:
     """The SSM parameters (name suffix => value) of the code bundle, exactly as locals.tf builds them."""
     directory = str(bootstrap_dir)

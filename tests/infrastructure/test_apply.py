@@ -36,7 +36,7 @@ import boot_sync
 import handler
 import idle
 from tests.infrastructure import stack as harness
-from tests.infrastructure.terraform import BOOTSTRAP, BOOTSTRAP_FILESET, one_line, resource
+from tests.infrastructure.terraform import bundle_files, one_line, resource
 from tests.lambda_src.conftest import call, event
 
 INSTANCE = "aws_instance.jupyter"
@@ -425,12 +425,7 @@ def test_user_data_says_only_where_the_rest_is(instance_env: dict[str, str]) -> 
 
 
 def test_the_instance_reads_back_its_code_byte_for_byte(instance_env: dict[str, str]) -> None:
-    expected = {
-        path.name: path.read_text()
-        for pattern in re.findall(r"[^{},]+", BOOTSTRAP_FILESET)
-        for path in BOOTSTRAP.glob(pattern)
-    }
-    assert boot_sync.fetch_bundle(instance_env) == expected
+    assert boot_sync.fetch_bundle(instance_env) == bundle_files()
 
 
 def test_the_instance_reads_back_its_settings(instance_env: dict[str, str]) -> None:
