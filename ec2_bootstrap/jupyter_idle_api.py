@@ -39,8 +39,17 @@ def settings() -> dict[str, Any]:
         "keep_awake_file": Path(environ.get("JUPYTER_KEEP_AWAKE_FILE", "/nonexistent")),
         "max_hours": max_keep_awake_hours(environ),
         "warn_minutes": warn_minutes(environ),
-        "poll_seconds": min(float(environ.get("JOD_STATUS_POLL_SECONDS", POLL_SECONDS)), 30.0),
+        "poll_seconds": poll_seconds(environ.get("JOD_STATUS_POLL_SECONDS", "")),
     }
+
+
+def poll_seconds(value: str) -> float:
+    """JOD_STATUS_POLL_SECONDS (tests and the demo poll faster), at most POLL_SECONDS."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return POLL_SECONDS
+    return min(seconds, POLL_SECONDS) if seconds > 0 else POLL_SECONDS
 
 
 class IdleHandler(APIHandler):
@@ -98,9 +107,8 @@ class KeepAwakeHandler(APIHandler):
                 json.dumps({"message": f"could not keep the machine awake: {error.strerror}"})
             )
             return
-        self.log.info(
-            "jupyter-on-demand: kept awake until %s by %s", record["until"], self.current_user
-        )
+        who = getattr(self.current_user, "username", "?")
+        self.log.info("jupyter-on-demand: kept awake until %s by %s", record["until"], who)
         self.finish(json.dumps({"kept_awake_until": record["until"]}))
 
 

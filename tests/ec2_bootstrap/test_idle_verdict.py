@@ -289,3 +289,14 @@ def test_a_busy_kernel_counts_when_jupyters_sessions_cannot_be_read(monkeypatch)
     machine = idle_signals.Machine(procs={}, own=set(), now=NOW)
     idle_signals.observe_kernels(seen, machine, {}, {}, OPTIONS)
     assert seen.active == ["kernel busy: 1234abcd"]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("", 30), ("2", 2), ("99", 30), ("soon", 30), ("-1", 30), ("nan", 30)]
+)
+def test_the_status_items_poll_is_at_most_30_s_whatever_the_environment_says(
+    value: str, seconds: float
+) -> None:
+    import jupyter_idle_api
+
+    assert jupyter_idle_api.poll_seconds(value) == seconds
