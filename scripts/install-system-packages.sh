@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need, when they are missing: Chromium for the browser
 # tests, shellcheck, socat, QEMU/debootstrap/cloud-image-utils for the VM test, cloud-init for
-# `cloud-init schema`, systemd-analyze for the units. Runs apt only when something is missing; needs root (or sudo).
+# `cloud-init schema`, systemd-analyze for the units, Node.js and npm to rebuild the JupyterLab
+# extension (its test compares the build with the shipped one). Runs apt only when something is missing; needs root (or sudo).
 set -euo pipefail
 
 declare -A package_of=(
@@ -18,6 +19,8 @@ declare -A package_of=(
   [mke2fs]=e2fsprogs
   [openssl]=openssl
   [systemd-analyze]=systemd
+  [node]=nodejs
+  [npm]=npm
 )
 
 missing=()
