@@ -300,3 +300,10 @@ def test_the_status_items_poll_is_at_most_30_s_whatever_the_environment_says(
     import jupyter_idle_api
 
     assert jupyter_idle_api.poll_seconds(value) == seconds
+
+
+def test_a_warning_longer_than_a_quarter_of_the_idle_time_comes_at_that_quarter() -> None:
+    """Terraform lets warn_minutes be anything from 0 up; idle_minutes 4 warns 1 min ahead."""
+    result = told(Observation(BOOT), minutes_ago=1, idle_seconds=240, warn_seconds=300)
+    assert result["stops_at"] == "2026-11-28T10:03:00Z"
+    assert result["warn_at"] == "2026-11-28T10:02:00Z"
