@@ -307,3 +307,32 @@ def test_a_warning_longer_than_a_quarter_of_the_idle_time_comes_at_that_quarter(
     result = told(Observation(BOOT), minutes_ago=1, idle_seconds=240, warn_seconds=300)
     assert result["stops_at"] == "2026-11-28T10:03:00Z"
     assert result["warn_at"] == "2026-11-28T10:02:00Z"
+
+
+def test_the_verdict_follows_the_idle_tables_scenarios_as_they_change() -> None:
+    """One machine through the day, a run a minute: what it tells, and when it tags again."""
+    options = OPTIONS
+    state = clock_state("boot", ago(1), "Jupyter ready")
+    published = None
+    steps = [  # (minute, what is seen, state told, awake because, tagged again?)
+        (0, Observation(BOOT), "idle", [], True),
+        (1, Observation(BOOT, active=["kernel busy: train.ipynb"]), "busy", ["kernel busy: train.ipynb"], True),
+        (2, Observation(BOOT, active=["kernel busy: train.ipynb"]), "busy", ["kernel busy: train.ipynb"], False),
+        (3, Observation(BOOT, active=["terminal job: python train.py (pid 42)"]), "busy",
+         ["terminal job: python train.py (pid 42)"], True),
+        (4, Observation(BOOT, active=["GPU 0 at 87 %"]), "busy", ["GPU 0 at 87 %"], True),
+        (5, Observation(BOOT, active=["GPU 0 at 91 %"]), "busy", ["GPU 0 at 91 %"], False),
+        (6, Observation(BOOT), "idle", [], True),  # the run ended: the clock starts
+        (8, Observation(BOOT, latest={"terminal input": ago(-7.5)}), "idle", [], False),  # SSH typing: 1.5 min
+        (12, Observation(BOOT, latest={"terminal input": ago(-11.9)}), "idle", [], True),  # 5.9 min later
+        (20, Observation(BOOT), "idle", [], False),  # a tab open, nobody there: nothing seen
+    ]  # fmt: skip
+    for minute, seen, kind, because, again in steps:
+        state, verdict = decide(state, seen, options, ago(-minute))
+        result = view(verdict, options)
+        assert (result["state"], result["awake_because"]) == (kind, because), minute
+        assert (result["stops_at"] is None) == bool(because), minute
+        assert changed(published, result) is again, minute
+        if again:
+            published = summary(result)
+    assert result["idle_since"] == idle_keep_awake.iso(ago(-11.9)), result
