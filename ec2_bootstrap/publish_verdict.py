@@ -3,13 +3,15 @@
 Run by the idle checker as root, in the venv (botocore), only when the verdict changed
 materially; the tags come as a JSON object on stdin, and must be idle_tags.VERDICT_TAGS (the
 instance role may write no other). The region and the instance come as for the ready tag
-(boot_ready.py): config.env, then the instance metadata. Exit 0 when tagged, 1 otherwise, with
+(boot_ready.py): config.env, then the instance metadata; the site's environment (local.env) as
+the boot steps take it. Exit 0 when tagged, 1 otherwise, with
 the reason on stderr. Shipped in the code bundle.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from idle_tags import VERDICT_TAGS
@@ -25,11 +27,16 @@ def main() -> int:
     if not isinstance(values, dict) or not values or not set(values) <= set(VERDICT_TAGS):
         print(f"publish_verdict: only {', '.join(VERDICT_TAGS)} may be set", file=sys.stderr)
         return 1
+    from boot_install import site_config
     from boot_ready import instance_id
     from boot_sync import aws_client
 
     try:
-        config = read_config(Paths.from_env().config)
+        paths = Paths.from_env()
+        # The site's environment, as the boot steps take it (boot.py): AWS_ENDPOINT_URL, a proxy.
+        for key, value in site_config(paths).items():
+            os.environ.setdefault(key, value)
+        config = read_config(paths.config)
         ec2 = aws_client("ec2", config)
         ec2.create_tags(
             Resources=[instance_id(config)],

@@ -5,6 +5,7 @@ server on loopback, and the publish command as a real process."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -336,3 +337,47 @@ def test_the_verdict_follows_the_idle_tables_scenarios_as_they_change() -> None:
         if again:
             published = summary(result)
     assert result["idle_since"] == idle_keep_awake.iso(ago(-11.9)), result
+
+
+def test_publish_verdict_tags_the_instance_with_the_sites_environment(tmp_path: Path) -> None:
+    """As the idle unit runs it: nothing in its environment but the layout; the region and the
+    instance from config.env, AWS's endpoint from the site's local.env (the VM test's moto)."""
+    import boto3
+
+    from layout import env_file
+    from tests.support.ssm import REGION, moto_ssm_server
+
+    with moto_ssm_server() as (endpoint, _):
+        ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint)
+        instance = ec2.run_instances(ImageId="ami-03cf127a", MinCount=1, MaxCount=1)
+        instance_id = instance["Instances"][0]["InstanceId"]
+        etc = tmp_path / "etc"
+        etc.mkdir()
+        (etc / "config.env").write_text(
+            env_file({"AWS_REGION": REGION, "INSTANCE_ID": instance_id})
+        )
+        (etc / "local.env").write_text(env_file({"AWS_ENDPOINT_URL": endpoint}))
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("AWS_ENDPOINT") and key != "AWS_DEFAULT_REGION"
+        }
+        values = tags(told(Observation(BOOT), minutes_ago=3))
+        result = subprocess.run(
+            [sys.executable, str(Path(idle_signals.__file__).with_name("publish_verdict.py"))],
+            input=json.dumps(values), capture_output=True, text=True, timeout=60, check=False,
+            env={**environment, "JOD_ETC_DIR": str(etc)},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        found = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [instance_id]}])
+        assert {t["Key"]: t["Value"] for t in found["Tags"]} == values
+
+
+def test_publish_verdict_refuses_any_other_tag(tmp_path: Path) -> None:
+    script = Path(idle_signals.__file__).with_name("publish_verdict.py")
+    for body in ('{"Name": "evil"}', "not json", "{}"):
+        result = subprocess.run(
+            [sys.executable, str(script)], input=body, capture_output=True, text=True,
+            timeout=60, check=False, env={**os.environ, "JOD_ETC_DIR": str(tmp_path)},
+        )  # fmt: skip
+        assert result.returncode == 1 and "publish_verdict:" in result.stderr, body
