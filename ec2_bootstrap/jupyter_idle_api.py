@@ -52,12 +52,16 @@ def poll_seconds(value: str) -> float:
     return min(seconds, POLL_SECONDS) if seconds > 0 else POLL_SECONDS
 
 
-class IdleHandler(APIHandler):
+class IdleApiHandler(APIHandler):
+    """Both endpoints: Jupyter's last_activity left alone, and the limits of settings()."""
+
     _track_activity = False
 
     def initialize(self, limits: dict[str, Any]) -> None:
         self.limits = limits
 
+
+class IdleHandler(IdleApiHandler):
     @web.authenticated
     def get(self) -> None:
         told: object = None
@@ -73,12 +77,7 @@ class IdleHandler(APIHandler):
         self.finish(json.dumps(told))
 
 
-class KeepAwakeHandler(APIHandler):
-    _track_activity = False
-
-    def initialize(self, limits: dict[str, Any]) -> None:
-        self.limits = limits
-
+class KeepAwakeHandler(IdleApiHandler):
     @web.authenticated
     def post(self) -> None:
         cap = self.limits["max_hours"]
