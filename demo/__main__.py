@@ -81,6 +81,7 @@ class LocalInstance:
         idle_minutes: float,
         warn_minutes: float,
         imds_url: str,
+        page_url: str,
     ):
         self.instance_id = instance_id
         self.state_dir = state_dir
@@ -116,6 +117,10 @@ class LocalInstance:
             "READY_TAG": READY_TAG,
             "WARN_MINUTES": f"{warn_minutes:g}",
             "MAX_KEEP_AWAKE_HOURS": "12",
+            "LONG_RUN_HOURS": "8",
+            "NOTIFY_TOPIC_ARN": "",
+            "PAGE_URL": page_url,
+            "MARKET": "on-demand",
         }
         # local.env: this instance's id, and its metadata service (demo/imds.py).
         local = {"INSTANCE_ID": instance_id, "IMDS_ENDPOINT": imds_url}
@@ -284,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     instance = LocalInstance(
         instance_id, state_dir, remote.url, args.jupyter_port, args.idle_minutes,
         args.warn_minutes, f"http://127.0.0.1:{metadata.server_address[1]}",
+        f"http://127.0.0.1:{gateway.server_address[1]}/v1",
     )  # fmt: skip
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()

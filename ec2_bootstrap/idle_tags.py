@@ -11,6 +11,7 @@ from layout import setting_number
 
 DEFAULT_WARN_MINUTES = 5.0
 DEFAULT_MAX_KEEP_AWAKE_HOURS = 12.0
+DEFAULT_LONG_RUN_HOURS = 8.0
 
 
 def warn_minutes(config: dict[str, str]) -> float:
@@ -21,6 +22,11 @@ def max_keep_awake_hours(config: dict[str, str]) -> float:
     return setting_number(config, "MAX_KEEP_AWAKE_HOURS", DEFAULT_MAX_KEEP_AWAKE_HOURS)
 
 
+def long_run_hours(config: dict[str, str]) -> float:
+    """A session longer than this is told to the team (NOTIFY_TOPIC_ARN), then once a day."""
+    return setting_number(config, "LONG_RUN_HOURS", DEFAULT_LONG_RUN_HOURS)
+
+
 # The instance's verdict, as EC2 tags the start link reads for free with DescribeInstances
 # (publish_verdict.py writes them; the instance role may write only these and READY_TAG).
 AWAKE_BECAUSE_TAG = "jupyter-on-demand:awake-because"
@@ -29,6 +35,9 @@ IDLE_SINCE_TAG = "jupyter-on-demand:idle-since"
 VERDICT_AT_TAG = "jupyter-on-demand:verdict-at"
 STOP_REASON_TAG = "jupyter-on-demand:stop-reason"
 STOPPED_AT_TAG = "jupyter-on-demand:stopped-at"
+# The instance's running hours this calendar month (UTC): "month=2026-11 hours=37.25 at=<ISO>";
+# the start link adds the time since `at` (or since the launch) while it runs.
+MONTH_HOURS_TAG = "jupyter-on-demand:month-hours"
 VERDICT_TAGS = (
     AWAKE_BECAUSE_TAG,
     STOPS_AT_TAG,
@@ -36,6 +45,7 @@ VERDICT_TAGS = (
     VERDICT_AT_TAG,
     STOP_REASON_TAG,
     STOPPED_AT_TAG,
+    MONTH_HOURS_TAG,
 )
 # Written by the start link's /v1/keep-awake only ("until=<ISO> set=<ISO>"); the idle checker
 # reads it through the instance metadata's tags (idle_keep_awake.py).

@@ -255,6 +255,13 @@ SETTINGS = {
     "READY_TAG": (r"[A-Za-z0-9 _.:/=+\-@]{1,128}", "an EC2 tag key"),
     "WARN_MINUTES": (r"[0-9]+(\.[0-9]+)?", "a number of minutes, 0 or more"),
     "MAX_KEEP_AWAKE_HOURS": (r"[0-9]+(\.[0-9]+)?", "a positive number of hours"),
+    "LONG_RUN_HOURS": (r"[0-9]+(\.[0-9]+)?", "a positive number of hours"),
+    "NOTIFY_TOPIC_ARN": (
+        r"(arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256})?",
+        "an SNS topic ARN, or nothing",
+    ),
+    "PAGE_URL": (r"https?://[A-Za-z0-9.:-]+(/[A-Za-z0-9._-]+)*", "the start link's base URL"),
+    "MARKET": (r"on-demand|spot", '"on-demand" or "spot"'),
 }
 DEFAULT_IDLE_MINUTES = 40.0  # before any settings arrive (idle-failsafe.sh says 40 too)
 
@@ -279,7 +286,7 @@ def check_settings(settings: object, name: str) -> dict[str, str]:
         ok = isinstance(item, str) and re.fullmatch(pattern, item) is not None
         if ok and key == "JUPYTER_PORT":
             ok = 1024 <= int(item) <= 65535
-        if ok and key in ("IDLE_MINUTES", "MAX_KEEP_AWAKE_HOURS"):
+        if ok and key in ("IDLE_MINUTES", "MAX_KEEP_AWAKE_HOURS", "LONG_RUN_HOURS"):
             ok = float(item) > 0
         if not ok:
             raise BootError(

@@ -145,10 +145,12 @@ locals {
   # fail-safe, which stops the machine while the checker can't run), then the installer (boot.py
   # and the modules its `install` imports); the rest, the checker included, comes from the bundle.
   # tests/infrastructure/terraform.py USER_DATA_FILES and layout.USER_DATA_UNITS name the same.
-  # Its copies lose their full-line comments (not `#!`), to stay under EC2's cap: the same code
-  # (tests/ec2_bootstrap/test_user_data.py compares the Python's syntax trees), and the first sync
+  # Its copies lose their full-line comments (not `#!`), and the Python's docstrings their text
+  # (each becomes ""), to stay under EC2's cap: the same code (tests/ec2_bootstrap/
+  # test_user_data.py compares the Python's syntax trees, docstrings blanked), and the first sync
   # replaces them with the bundle's whole files.
   comment_line    = "/(?m)^[ \\t]*#([^!\\n][^\\n]*)?\\n/"
+  docstring       = "/(?s)(^|\\n[ \\t]*)\"\"\"[^\\n].*?\"\"\"/"
   user_data_files = ["boot.py", "boot_install.py", "boot_sync.py", "layout.py", "rootfs.py", "idle-failsafe.sh", "requirements.txt"]
   user_data_units = ["jupyter-on-demand-install.service", "jupyter-on-demand-idle.service", "jupyter-on-demand-idle.timer"]
   # bootstrap_env (/etc/jupyter-on-demand/bootstrap.env) says only where the rest is: the region and
@@ -159,7 +161,11 @@ locals {
   }
   user_data = templatefile("${local.bootstrap_dir}/cloud-init.yaml.tftpl", {
     # requirements.txt as it is: the install's fingerprint hashes it, and the bundle's is whole.
-    files         = { for name in local.user_data_files : name => endswith(name, ".txt") ? file("${local.bootstrap_dir}/${name}") : replace(file("${local.bootstrap_dir}/${name}"), local.comment_line, "") }
+    files = { for name in local.user_data_files : name => (
+      endswith(name, ".txt") ? file("${local.bootstrap_dir}/${name}") :
+      endswith(name, ".py") ? replace(replace(file("${local.bootstrap_dir}/${name}"), local.comment_line, ""), local.docstring, "$1\"\"") :
+      replace(file("${local.bootstrap_dir}/${name}"), local.comment_line, "")
+    ) }
     units         = { for name in local.user_data_units : name => replace(file("${local.bootstrap_dir}/${name}"), local.comment_line, "") }
     bootstrap_env = local.bootstrap_env
   })

@@ -42,6 +42,20 @@ CHUNK = layout.BUNDLE_CHUNK_CHARS
 # comments (not `#!`). COMMENT_LINE is the same pattern for Python's re.
 COMMENT_LINE_HCL = r"/(?m)^[ \\t]*#([^!\\n][^\\n]*)?\\n/"
 COMMENT_LINE = re.compile(r"(?m)^[ \t]*#([^!\n][^\n]*)?\n")
+# locals.tf docstring: their Python files' docstrings lose their text (each becomes "").
+DOCSTRING_HCL = r"/(?s)(^|\\n[ \\t]*)\"\"\"[^\\n].*?\"\"\"/"
+DOCSTRING = re.compile(r'(?s)(^|\n[ \t]*)"""[^\n].*?"""')
+
+
+def user_data_copy(name: str, source: str) -> str:
+    """What user_data ships of an installer file: requirements.txt whole, the rest without
+    full-line comments, the Python's docstrings blanked too (locals.tf)."""
+    if name.endswith(".txt"):
+        return source
+    stripped = COMMENT_LINE.sub("", source)
+    return DOCSTRING.sub(r'\1""', stripped) if name.endswith(".py") else stripped
+
+
 INTERPOLATION = re.compile(r"\$\{(.*?)\}(?![^{]*\})", re.S)
 
 
@@ -201,10 +215,11 @@ def render_template(bootstrap_env: dict[str, str], bootstrap_dir: Path = BOOTSTR
     names = ", ".join(f'"{n}"' for n in USER_DATA_FILES)
     units = ", ".join(f'"{n}"' for n in USER_DATA_UNITS)
     stripped = f'replace(file("{directory}/${{name}}"), "{COMMENT_LINE_HCL}", "")'
+    python = f'replace({stripped}, "{DOCSTRING_HCL}", "$1\\"\\"")'
     expression = (
         f'base64encode(templatefile("{directory}/cloud-init.yaml.tftpl", {{'
         f'files = {{ for name in [{names}] : name => endswith(name, ".txt") ? '
-        f'file("{directory}/${{name}}") : {stripped} }}, '
+        f'file("{directory}/${{name}}") : endswith(name, ".py") ? {python} : {stripped} }}, '
         f"units = {{ for name in [{units}] : name => {stripped} }}, "
         f"bootstrap_env = {{ {pairs} }} }}))"
     )

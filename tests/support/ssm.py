@@ -31,6 +31,10 @@ def settings_for(repo_url: str, **overrides: str) -> dict[str, str]:
         "READY_TAG": "jupyter-on-demand:ready-at",
         "WARN_MINUTES": "5",
         "MAX_KEEP_AWAKE_HOURS": "12",
+        "LONG_RUN_HOURS": "8",
+        "NOTIFY_TOPIC_ARN": "",
+        "PAGE_URL": "https://abc123.execute-api.us-east-1.amazonaws.com/v1",
+        "MARKET": "on-demand",
         **overrides,
     }
 
