@@ -279,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
             "JUPYTER_HOST": "127.0.0.1",
             "IDLE_MINUTES": f"{args.idle_minutes:g}",
             "MAX_KEEP_AWAKE_HOURS": "12",
+            # The page's month line, as Terraform sets it for g4dn.4xlarge in us-east-1 (its
+            # table of list prices); no SNS topic in the demo: notifications are off.
+            "PRICE_PER_HOUR_USD": "1.204",
+            "PRICE_NOTE": "list price",
+            "NOTIFY_TOPIC_ARN": "",
         }
     )
     from demo import imds

@@ -9,18 +9,21 @@ Runs in AWS Lambda behind an API Gateway REST API (proxy integration, payload v1
                                                      as /start does if it sleeps
 
 Every answer about the instance carries its `idle` object, read from the tags its idle checker
-sets (idle.py), which come with the DescribeInstances call made anyway: no extra AWS call.
+sets (idle.py), and its `month` object (this month's hours and cost, cost.py), read from another
+of those tags; both come with the DescribeInstances call made anyway: no extra AWS call. A start
+by the link is told to the team through SNS when the admin set up notifications.
 
 Only the standard library and boto3 (shipped in the Lambda Python runtime) are imported, so
 Terraform zips this folder as it is: this module (the decisions, AWS and the password), request.py
-(reading the event), idle.py (reading the instance's tags) and reply.py (the JSON answer and the
-HTML page). This module stays bigger than the others (~500 lines) on purpose: the start, the
-capacity fallback, the keep-awake tag and the password check are one flow over one EC2 state,
-and tests/infrastructure/test_contracts.py reads this file for the environment it reads and the
-AWS calls it makes. Configuration is read from the environment in `Config`: INSTANCE_ID,
-TEAM_PASS_PARAMETER, JUPYTER_PORT, JUPYTER_SCHEME, IDLE_MINUTES, INSTANCE_TYPE,
-FALLBACK_INSTANCE_TYPES, MAX_KEEP_AWAKE_HOURS (set by infrastructure/lambda.tf) and JUPYTER_HOST
-(only the local demo sets it: a host to report instead of the instance's public DNS name).
+(reading the event), idle.py (reading the instance's tags), cost.py (the month's hours and cost)
+and reply.py (the JSON answer and the HTML page). This module stays bigger than the others (~600
+lines) on purpose: the start, the capacity fallback, the keep-awake tag, the team's notification
+and the password check are one flow over one EC2 state, and tests/infrastructure/test_contracts.py
+reads this file for the environment it reads and the AWS calls it makes. Configuration is read
+from the environment in `Config`: INSTANCE_ID, TEAM_PASS_PARAMETER, JUPYTER_PORT, JUPYTER_SCHEME,
+IDLE_MINUTES, INSTANCE_TYPE, FALLBACK_INSTANCE_TYPES, MAX_KEEP_AWAKE_HOURS, PRICE_PER_HOUR_USD,
+PRICE_NOTE, NOTIFY_TOPIC_ARN (set by infrastructure/lambda.tf) and JUPYTER_HOST (only the local
+demo sets it: a host to report instead of the instance's public DNS name).
 
 The team password is cached per container for at most PASSWORD_MAX_AGE_SECONDS, so a rotation in
 SSM reaches every warm container within 5 minutes; a wrong password re-reads it sooner (at most
@@ -43,8 +46,10 @@ from datetime import datetime
 from typing import Any
 
 import boto3
+from botocore.config import Config as ClientConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cost import Month, parse_price
 from idle import KEEP_AWAKE_TAG, UTC, Idle, KeepAwake, iso, read_idle, with_tag
 from reply import Reply, respond
 from request import (
@@ -75,6 +80,7 @@ IAM_ACTIONS = (
     "ec2:DescribeInstances",
     "ec2:ModifyInstanceAttribute",
     "ec2:StartInstances",
+    "sns:Publish",
     "ssm:GetParameter",
 )
 
@@ -104,6 +110,18 @@ GONE_MESSAGE = (
 NO_CAPACITY_MESSAGE = (
     "AWS has no free {instance_type} capacity in this zone right now. Retry in a few minutes."
 )
+SPOT_NO_CAPACITY_MESSAGE = (
+    "AWS's spot market has no free {instance_type} capacity in this zone right now (this machine "
+    "is a spot instance). Retry in a few minutes. If it lasts, the admin can set "
+    'market = "on-demand" in terraform.tfvars and run terraform apply: that replaces the machine '
+    "and its disk (the work is in GitHub), and an on-demand machine can also use "
+    "fallback_instance_types."
+)
+SPOT_REQUEST_BUSY_MESSAGE = (
+    "AWS can't start this spot machine right now: either it has just gone to sleep (retry in a "
+    "minute), or AWS interrupted it and starts it again by itself once spot capacity is back "
+    "(reload this page later)."
+)
 AWS_ERROR_MESSAGE = (
     "AWS did not answer as expected. Retry in a minute; if it persists, tell the admin."
 )
@@ -120,6 +138,33 @@ OVER_CAP_MESSAGE = (
 )
 MISSING_PASS_MESSAGE = "Add ?pass=<team password> to the link."  # noqa: S105 (a message, not a secret)
 WRONG_PASS_MESSAGE = "Wrong password."  # noqa: S105 (a message, not a secret)
+# The team's notification when the link starts the machine: one sentence ending with the page link.
+START_NOTICE = "Jupyter Lab is starting ({why}): {page}"
+START_NOTICE_NO_LINK = "Jupyter Lab is starting ({why})."
+NOTIFY_SUBJECT = "jupyter-on-demand"  # as the instance's notifications (publish_verdict.py)
+
+# What StartInstances answers when EC2 can't place the instance now. InsufficientInstanceCapacity
+# for both markets; for a stopped spot instance its message reads "You can't start the Spot
+# Instance 'i-...' because there is no available Spot capacity" (seen in
+# github.com/eformat/sno-for-100/issues/15). The EC2 API's error list
+# (docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html, quoted in
+# github.com/aws/aws-parallelcluster-node/pull/673, which fails over on the same codes) adds
+# UnfulfillableCapacity ("not enough spare capacity to fulfill your request for Spot Instances"),
+# InsufficientCapacity and SpotMaxPriceTooLow (the spot price is above the request's maximum):
+# all mean "not now, not at this price", never a fault of this stack.
+NO_CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientCapacity",
+        "UnfulfillableCapacity",
+        "SpotMaxPriceTooLow",
+    }
+)
+# A persistent spot request that is not `disabled` refuses StartInstances: for a short while after
+# the instance stopped itself (marked-for-stop -> disabled: github.com/hashicorp/
+# terraform-provider-aws/issues/33399), and after an AWS interruption, when "only Amazon EC2 can
+# restart an interrupted stopped Spot Instance" (EC2 User Guide, interruption-behavior.html).
+SPOT_REQUEST_BUSY_CODE = "IncorrectSpotRequestState"
 
 # One WARNING line per refused password, never the password itself. The CloudWatch metric filter
 # of infrastructure/monitoring.tf counts lines holding this exact phrase; keep both in step
@@ -146,6 +191,9 @@ class Config:
     fallback_instance_types: tuple[str, ...] = ()
     jupyter_host: str = ""
     max_keep_awake_hours: float = 12.0
+    price_per_hour_usd: float | None = None  # None: unknown, the answer shows hours only
+    price_note: str = ""  # "list price" (Terraform's table) or "admin's price"
+    notify_topic_arn: str = ""  # "": notifications are off
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -164,6 +212,17 @@ class Config:
             raise ConfigError(f"MAX_KEEP_AWAKE_HOURS is not a number: {error}") from error
         if not 0 <= max_hours < math.inf:  # nan too
             raise ConfigError(f"MAX_KEEP_AWAKE_HOURS is {max_hours}, not a number of hours")
+        price_text = env.get("PRICE_PER_HOUR_USD", "")
+        try:
+            price = parse_price(price_text)
+        except ValueError:
+            # The price only informs: a bad one must not break the start link. Said each request.
+            logger.warning(
+                "PRICE_PER_HOUR_USD is %s, not a price in USD per hour: answering without a cost "
+                "(set price_per_hour_usd in terraform.tfvars and run terraform apply)",
+                loggable(repr(price_text), 40),
+            )
+            price = None
         return cls(
             instance_id=env["INSTANCE_ID"],
             team_pass_parameter=env["TEAM_PASS_PARAMETER"],
@@ -174,6 +233,9 @@ class Config:
             fallback_instance_types=tuple(t.strip() for t in fallbacks.split(",") if t.strip()),
             jupyter_host=env.get("JUPYTER_HOST", ""),
             max_keep_awake_hours=max_hours,
+            price_per_hour_usd=price,
+            price_note=env.get("PRICE_NOTE", ""),
+            notify_topic_arn=env.get("NOTIFY_TOPIC_ARN", "").strip(),
         )
 
     @property
@@ -191,12 +253,21 @@ class ConfigError(Exception):
 # --- AWS clients and the cached password -------------------------------------------------------
 
 
+# A notification is a courtesy told after the start has happened: a slow or failing SNS may cost
+# the answer at most ~6 s (2 tries of 1 s to connect and 2 s to read), within the function's 15 s.
+CLIENT_CONFIGS = {
+    "sns": ClientConfig(
+        connect_timeout=1, read_timeout=2, retries={"mode": "standard", "total_max_attempts": 2}
+    ),
+}
+
+
 @functools.cache
 def client(service: str) -> Any:
     """One boto3 client per service and container, created on first use (after moto starts).
 
     Any: boto3 ships no types (pyproject.toml's mypy section)."""
-    return boto3.client(service)
+    return boto3.client(service, config=CLIENT_CONFIGS.get(service))
 
 
 @dataclass(frozen=True)
@@ -361,11 +432,27 @@ def return_to_configured_type(current_type: str, config: Config) -> str:
     return configured
 
 
+def is_spot(instance: dict[str, Any]) -> bool:
+    return instance.get("InstanceLifecycle") == "spot"
+
+
 def start(instance: dict[str, Any], config: Config) -> Reply:
-    """Start a stopped instance on its configured type, or on a fallback type for lack of capacity."""
-    current_type = return_to_configured_type(instance.get("InstanceType", ""), config)
-    configured = config.instance_type or current_type
-    candidates = list(dict.fromkeys([current_type, configured, *config.fallback_instance_types]))
+    """Start a stopped instance on its configured type, or on a fallback type for lack of capacity.
+
+    A spot instance starts as it is: "While a Spot Instance is stopped, you can modify some of
+    its instance attributes, but not the instance type" (EC2 User Guide,
+    interruption-behavior.html), so no fallback type can help it; its answer says what the admin
+    can do instead."""
+    spot = is_spot(instance)
+    if spot:
+        current_type = configured = instance.get("InstanceType", "")
+        candidates = [current_type]
+    else:
+        current_type = return_to_configured_type(instance.get("InstanceType", ""), config)
+        configured = config.instance_type or current_type
+        candidates = list(
+            dict.fromkeys([current_type, configured, *config.fallback_instance_types])
+        )
     no_capacity: list[str] = []
     for index, instance_type in enumerate(candidates):
         if index > 0:
@@ -377,12 +464,16 @@ def start(instance: dict[str, Any], config: Config) -> Reply:
             client("ec2").start_instances(InstanceIds=[config.instance_id])
         except ClientError as error:
             code = error.response["Error"]["Code"]
-            if code == "InsufficientInstanceCapacity":
+            if code in NO_CAPACITY_CODES:
+                logger.warning("%s for %s", code, instance_type)
                 no_capacity.append(instance_type)
                 continue
             if code == "IncorrectInstanceState":
                 logger.info("instance changed state while starting: %s", code)
                 return Reply(200, STOPPING_MESSAGE, "stopping", ready=False)
+            if spot and code == SPOT_REQUEST_BUSY_CODE:
+                logger.warning("the spot request refuses a start now (%s)", code)
+                return Reply(503, SPOT_REQUEST_BUSY_MESSAGE, "stopped")
             raise
         logger.info("started instance %s as %s", config.instance_id, instance_type)
         message = STARTING_MESSAGE
@@ -394,8 +485,35 @@ def start(instance: dict[str, Any], config: Config) -> Reply:
         elif instance_type != configured:
             message += f" It runs as {instance_type} this time."
         return Reply(200, message, "pending", ready=False)
-    logger.warning("no capacity for any of %s", ", ".join(candidates))
-    return Reply(503, NO_CAPACITY_MESSAGE.format(instance_type=" or ".join(candidates)), "stopped")
+    logger.warning("no %scapacity for any of %s", "spot " if spot else "", ", ".join(candidates))
+    message = SPOT_NO_CAPACITY_MESSAGE if spot else NO_CAPACITY_MESSAGE
+    return Reply(503, message.format(instance_type=" or ".join(candidates)), "stopped")
+
+
+def tell_the_team(sentence: str, config: Config) -> None:
+    """Publish one sentence to the admin's SNS topic, if there is one. A failure is logged and
+    the answer goes on: the start it tells about has happened."""
+    if not config.notify_topic_arn:
+        return
+    try:
+        client("sns").publish(
+            TopicArn=config.notify_topic_arn, Subject=NOTIFY_SUBJECT, Message=sentence
+        )
+    except (ClientError, BotoCoreError):
+        logger.exception("could not tell the team through SNS; answering without it")
+        return
+    logger.info("told the team: %s", sentence)
+
+
+def start_notice(request: Request) -> str:
+    """The sentence for a start by the link, with the status page (never the password)."""
+    if request.route == "/keep-awake" and request.hours is not None:
+        why = f"someone asked to keep it awake for {request.hours:g} h"
+    else:
+        why = "someone opened the start link"
+    if request.page is None:
+        return START_NOTICE_NO_LINK.format(why=why)
+    return START_NOTICE.format(why=why, page=request.page)
 
 
 def check_hours(request: Request, config: Config) -> None:
@@ -427,8 +545,23 @@ def idle_of(instance: dict[str, Any], now: datetime, config: Config) -> Idle:
         return Idle(idle_minutes=config.idle_minutes_number)
 
 
+def month_of(instance: dict[str, Any], now: datetime, config: Config) -> Month | None:
+    """The month object, from a tag a notebook can write: whatever it holds, the answer never
+    fails for it (the object is left out, and the log says why)."""
+    try:
+        return Month.of(instance, now, config.price_per_hour_usd, config.price_note)
+    except Exception:
+        logger.exception("the instance's month-hours tag could not be read; answering without it")
+        return None
+
+
+def utc_now() -> datetime:
+    """The time of day every answer is computed at (tests replace it to test a month's end)."""
+    return datetime.now(UTC)
+
+
 def handle(request: Request, config: Config, now: datetime | None = None) -> Reply:
-    now = now or datetime.now(UTC)
+    now = now or utc_now()
     instance = describe(config.instance_id)
     if instance is None:
         logger.error("instance %s not found: the stack needs terraform apply", config.instance_id)
@@ -452,6 +585,8 @@ def handle(request: Request, config: Config, now: datetime | None = None) -> Rep
             reply = Reply(200, STOPPED_MESSAGE, "stopped", ready=False)
         else:
             reply = start(instance, config)
+            if reply.state == "pending":  # this request started it
+                tell_the_team(start_notice(request), config)
     return replace(
         reply,
         message=said + reply.message,
@@ -459,6 +594,7 @@ def handle(request: Request, config: Config, now: datetime | None = None) -> Rep
         now=now,
         max_keep_awake_hours=config.max_keep_awake_hours,
         keep_awake=request.route == "/keep-awake",
+        month=month_of(instance, now, config),
     )
 
 

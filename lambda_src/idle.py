@@ -13,6 +13,7 @@ Which tags count:
 - the stop reason (stop-reason, stopped-at) only while the instance is stopping or stopped and
   it was written after its latest launch: otherwise that stop was not the instance's own (the
   console, AWS) and its reason is unknown;
+- the month's hours (month-hours): cost.py reads them, for the `month` object;
 - the keep-awake until: the latest of the link's tag and the verdict's "kept awake until <ISO>"
   counts, as the idle checker decides (ec2_bootstrap/idle_keep_awake.py: the latest request
   wins, so the link's hours=0 cancels an earlier click in JupyterLab).
@@ -34,6 +35,9 @@ IDLE_SINCE_TAG = "jupyter-on-demand:idle-since"
 VERDICT_AT_TAG = "jupyter-on-demand:verdict-at"
 STOP_REASON_TAG = "jupyter-on-demand:stop-reason"
 STOPPED_AT_TAG = "jupyter-on-demand:stopped-at"
+# The instance's running hours this calendar month (UTC): "month=2026-11 hours=37.25 at=<ISO>";
+# read by cost.py, which adds the time since `at` (or since the launch) while it runs.
+MONTH_HOURS_TAG = "jupyter-on-demand:month-hours"
 VERDICT_TAGS = (
     AWAKE_BECAUSE_TAG,
     STOPS_AT_TAG,
@@ -41,6 +45,7 @@ VERDICT_TAGS = (
     VERDICT_AT_TAG,
     STOP_REASON_TAG,
     STOPPED_AT_TAG,
+    MONTH_HOURS_TAG,
 )
 # The only tag the start link writes: "until=<ISO> set=<ISO>" (until == set cancels).
 KEEP_AWAKE_TAG = "jupyter-on-demand:keep-awake-until"

@@ -5,7 +5,8 @@ handler.py, it imports only the standard library (Terraform zips the whole lambd
 
 The page says what keeps the machine awake or why it sleeps in one sentence (`idle_sentence`),
 with every time in a <time datetime="<ISO UTC>"> element that reads "14:32 UTC"; the page's
-script rewrites each to the viewer's local time ("14:32", "02:00 tomorrow"). The same script
+script rewrites each to the viewer's local time ("14:32", "02:00 tomorrow"). Below it, one line
+says this month's running hours and their cost (cost.py). The same script
 runs the keep-awake buttons: each calls /v1/keep-awake with the password of the page's own
 address (it is never written into the page) and reloads the page once that answered.
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from cost import Month
 from idle import UTC, Idle, iso
 
 VIEWS = ("json", "page")
@@ -115,7 +117,7 @@ PAGE = """<!doctype html>
 <style>{style}</style></head>
 <body{body_data}><h1>Jupyter on demand</h1>
 <p id="message" data-state="{state}">{message}</p>
-{idle}{link}{keep_awake}<script>{script}</script></body></html>
+{idle}{month}{link}{keep_awake}<script>{script}</script></body></html>
 """
 PAGE_REFRESH_SECONDS = 10
 
@@ -138,6 +140,7 @@ class Reply:
     now: datetime | None = None  # when `idle` was read: the sentence's "for 31 min"
     max_keep_awake_hours: float | None = None  # the page's buttons; None: none
     keep_awake: bool = False  # the answer to /keep-awake: says until when at the top level
+    month: Month | None = None  # this month's hours and cost; set with `idle`
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"message": self.message, "state": self.state}
@@ -149,6 +152,8 @@ class Reply:
             body["idle"] = self.idle.as_json()
             if self.keep_awake:
                 body["kept_awake_until"] = body["idle"]["kept_awake_until"]
+        if self.month is not None:
+            body["month"] = self.month.as_json()
         return body
 
 
@@ -273,6 +278,7 @@ def render_page(reply: Reply) -> str:
     if reply.idle is not None and reply.now is not None:
         sentence = render_parts(idle_sentence(reply.state, reply.idle, reply.now))
         idle = f'<p id="idle">{sentence}</p>\n' if sentence else ""
+    month = f'<p id="month">{html.escape(reply.month.line())}</p>\n' if reply.month else ""
     return PAGE.format(
         refresh=refresh,
         style=STYLE,
@@ -280,6 +286,7 @@ def render_page(reply: Reply) -> str:
         state=html.escape(reply.state or ""),
         message=html.escape(reply.message),
         idle=idle,
+        month=month,
         keep_awake=keep_awake_panel(reply),
         link=link,
         script=SCRIPT,

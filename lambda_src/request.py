@@ -1,5 +1,6 @@
 """What the start link reads from an API Gateway REST (v1) proxy event: the route, the password,
-the view and (for /keep-awake) the hours, and what of the event may be logged.
+the view and (for /keep-awake) the hours, the status page's address (for the team's
+notification), and what of the event may be logged.
 
 Pure functions of the event: no AWS, no configuration. handler.py decides what to do with them.
 """
@@ -47,6 +48,7 @@ class Request:
     password: str | None
     view: str  # one of reply.VIEWS
     hours: float | None = None  # /keep-awake only: 0 or more
+    page: str | None = None  # the status page without the password; None when the event can't say
 
 
 def parse_request(event: Any) -> Request:
@@ -62,7 +64,7 @@ def parse_request(event: Any) -> Request:
     if view not in VIEWS:
         raise BadRequest(400, "view must be json or page.")
     hours = parse_hours(params.get("hours")) if route == "/keep-awake" else None
-    return Request(route, params.get("pass"), view, hours)
+    return Request(route, params.get("pass"), view, hours, page_link(event))
 
 
 def parse_hours(value: str | None) -> float:
@@ -158,6 +160,27 @@ def describe_event(event: Any) -> str:
     if not isinstance(event, dict):
         return "malformed event"
     return f"{loggable(event.get('httpMethod'), 10)} {loggable(event.get('path'), 100)}"
+
+
+# API Gateway's own domain (<api id>.execute-api.<region>.amazonaws.com, or a custom one) and
+# stage name; anything else in the event makes no link.
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9.-]{1,253}")
+STAGE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def page_link(event: dict[str, Any]) -> str | None:
+    """https://<domain>/<stage>/status?view=page, from the event's requestContext: the page a
+    notification points to. It carries no password (the page asks for it) and nothing of the
+    caller's query."""
+    context = event.get("requestContext")
+    if not isinstance(context, dict):
+        return None
+    domain, stage = context.get("domainName"), context.get("stage")
+    if not (isinstance(domain, str) and DOMAIN_NAME.fullmatch(domain)):
+        return None
+    if not (isinstance(stage, str) and STAGE.fullmatch(stage)):
+        return None
+    return f"https://{domain}/{stage}/status?view=page"
 
 
 IP_ADDRESS = re.compile(r"[0-9A-Fa-f.:]{2,45}")

@@ -8,11 +8,13 @@ checked statically in tests/infrastructure.
 from __future__ import annotations
 
 import json
+import logging
 
 import boto3
 import pytest
 from moto import mock_aws
-from moto.core import set_initial_no_auth_action_count
+from moto.core import DEFAULT_ACCOUNT_ID, set_initial_no_auth_action_count
+from moto.sns.models import sns_backends
 
 import handler
 import idle
@@ -119,3 +121,57 @@ def test_status_and_start_need_no_create_tags(monkeypatch: pytest.MonkeyPatch) -
     state, (status, body) = run_as(actions, monkeypatch)
     assert (status, state) == (200, "running"), body
     assert "idle" in body
+
+
+# --- Issue 13: the start's notification, under the same enforcement -----------------------------
+
+
+def run_with_topic(
+    actions: list[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, list[str], tuple[int, dict]]:
+    """(the instance's state after, the topic's messages, the answer) for /start under `actions`,
+    with NOTIFY_TOPIC_ARN set."""
+
+    # The first 7 calls (stack, topic and user set-up) run unauthenticated.
+    @set_initial_no_auth_action_count(7)
+    def scenario():
+        stack = create_stack()
+        arn = boto3.client("sns").create_topic(Name="notify")["TopicArn"]
+        credentials = user_with_actions(actions)
+        for name, value in credentials.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+        monkeypatch.delenv("AWS_SECURITY_TOKEN", raising=False)
+        monkeypatch.setenv("INSTANCE_ID", stack.instance_id)
+        monkeypatch.setenv("TEAM_PASS_PARAMETER", PARAMETER)
+        monkeypatch.setenv("NOTIFY_TOPIC_ARN", arn)
+        boto3.DEFAULT_SESSION = None
+        handler.client.cache_clear()
+        return stack, arn, call(event("/start", {"pass": TEAM_PASS}))
+
+    with mock_aws():
+        stack, arn, result = scenario()
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        boto3.DEFAULT_SESSION = None
+        sent = sns_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].topics[arn].sent_notifications
+        return stack.state(), [message for _, message, _, _, _ in sent], result
+
+
+def test_the_granted_actions_let_it_tell_the_team(monkeypatch: pytest.MonkeyPatch) -> None:
+    state, messages, (status, body) = run_with_topic(list(handler.IAM_ACTIONS), monkeypatch)
+    assert (status, state) == (200, "running"), body
+    assert messages == ["Jupyter Lab is starting (someone opened the start link)."]
+
+
+def test_without_publish_it_still_starts_and_answers_200(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    actions = [a for a in handler.IAM_ACTIONS if a != "sns:Publish"]
+    state, messages, (status, body) = run_with_topic(actions, monkeypatch)
+    assert (status, body["state"], state) == (200, "pending", "running")
+    assert messages == []
+    assert any(
+        "could not tell the team" in r.getMessage() and r.levelno == logging.ERROR
+        for r in caplog.records
+    )
