@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from layout import FLUSH_UNIT, JUPYTER_UNIT, SYSTEM_PYTHON, Paths, read_config
+from layout import FLUSH_UNIT, JUPYTER_UNIT, SPOT_UNIT, SYSTEM_PYTHON, Paths, read_config
 from rootfs import (
     ensure_dir,
     is_regular,
@@ -187,7 +187,7 @@ def install_step(paths: Paths) -> None:
     run(str(paths.venv_python), str(paths.app / "boot.py"), "sync")
     write_file(stamp, inputs, 0o644)
     record_install_inputs(paths)
-    # The units run the wake (which ends with the ready tag) and Jupyter; --no-block: they order
-    # themselves after this unit, which is still running.
-    systemctl("start", "--no-block", JUPYTER_UNIT, FLUSH_UNIT)
+    # The units run the wake (which ends with the ready tag) and Jupyter, and watch for a spot
+    # interruption; --no-block: they order themselves after this unit, which is still running.
+    systemctl("start", "--no-block", JUPYTER_UNIT, FLUSH_UNIT, SPOT_UNIT)
     logger.info("installed; Jupyter is starting")

@@ -17,6 +17,7 @@ from layout import (
     BOOTSTRAP_KEYS,
     ENABLED,
     IDLE_TIMER,
+    SPOT_UNIT,
     TEMPLATE_SUFFIX,
     UNITS,
     BootError,
@@ -179,7 +180,7 @@ def install_code(paths: Paths, files: dict[str, str]) -> list[str]:
     if retire_legacy_units(paths) or units:
         systemctl("daemon-reload")
         systemctl("enable", *ENABLED)
-        systemctl("start", "--no-block", IDLE_TIMER)
+        systemctl("start", "--no-block", IDLE_TIMER, SPOT_UNIT)
     logger.info("instance code in sync (%d files changed)", len(changed))
     return changed
 

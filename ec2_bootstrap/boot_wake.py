@@ -19,7 +19,7 @@ from boot_sync import (
     sync_settings,
     sync_step,
 )
-from layout import UNITS, Paths
+from layout import ENABLED, IDLE_TIMER, SPOT_UNIT, UNITS, Paths
 from rootfs import systemctl
 from wake_marker import mark_wake
 
@@ -62,10 +62,13 @@ def wake_step(paths: Paths, synced: bool = False) -> None:
     else:
         # The previous version's sync just ran (it exec'd this): it knew no legacy units, and
         # installed the bundle's unit templates as they are; render them. It also refused (and
-        # kept the last config.env for) settings this version added; write them now.
+        # kept the last config.env for) settings this version added; write them now. Its enable
+        # knew only its own units: enable this version's, and start those new to it.
         if install_units(paths, UNITS) | retire_legacy_units(paths):
             systemctl("daemon-reload")
         sync_settings(paths, ssm, keep_last_good=True)
+        systemctl("enable", *ENABLED)
+        systemctl("start", "--no-block", IDLE_TIMER, SPOT_UNIT)
     boot_secrets.secrets_step(paths, ssm)
 
 

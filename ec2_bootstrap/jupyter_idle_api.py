@@ -2,7 +2,9 @@
 the status item and the warning of the labextension (labextension/src/index.ts) call.
 
 - GET  {base_url}jupyter-on-demand/idle: the idle checker's last verdict (idle_verdict.view,
-  in root's verdict file), the poll interval, and "unknown" when there is none yet.
+  in root's verdict file), the poll interval, and "unknown" when there is none yet; and
+  `spot_notice`, AWS's spot interruption notice {"action", "time", "noticed_at"} as the spot
+  watcher wrote it (spot_watch.py, root's notice file), null while there is none.
 - POST {base_url}jupyter-on-demand/keep-awake {"hours": N}: "keep it awake until now + N h", as the
   start link's /v1/keep-awake; written to the service user's keep-awake file, which the checker
   reads (idle_keep_awake.py) and caps at MAX_KEEP_AWAKE_HOURS itself.
@@ -37,6 +39,7 @@ def settings() -> dict[str, Any]:
     return {
         "verdict_file": Path(environ.get("JUPYTER_IDLE_VERDICT_FILE", "/nonexistent")),
         "keep_awake_file": Path(environ.get("JUPYTER_KEEP_AWAKE_FILE", "/nonexistent")),
+        "spot_notice_file": Path(environ.get("JUPYTER_SPOT_NOTICE_FILE", "/nonexistent")),
         "max_hours": max_keep_awake_hours(environ),
         "warn_minutes": warn_minutes(environ),
         "poll_seconds": poll_seconds(environ.get("JOD_STATUS_POLL_SECONDS", "")),
@@ -74,7 +77,20 @@ class IdleHandler(IdleApiHandler):
         told.setdefault("max_keep_awake_hours", self.limits["max_hours"])
         told.setdefault("warn_minutes", self.limits["warn_minutes"])
         told["poll_seconds"] = self.limits["poll_seconds"]
-        self.finish(json.dumps(told))
+        notice = spot_notice(self.limits["spot_notice_file"])
+        self.finish(json.dumps({**told, "spot_notice": notice}))
+
+
+def spot_notice(path: Path) -> dict[str, str] | None:
+    """The spot watcher's notice: its three fields, strings, or None."""
+    try:
+        notice = json.loads(read_regular(path, 4096) or b"null")
+    except (OSError, ValueError):
+        return None
+    keys = ("action", "time", "noticed_at")
+    if not isinstance(notice, dict) or not all(isinstance(notice.get(k), str) for k in keys):
+        return None
+    return {key: notice[key] for key in keys}
 
 
 class KeepAwakeHandler(IdleApiHandler):

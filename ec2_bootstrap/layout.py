@@ -215,6 +215,12 @@ class Paths:
         """Touched after each completed idle check; idle-failsafe.sh reads its age."""
         return self.run / "idle-ok"
 
+    @property
+    def spot_notice(self) -> Path:
+        """Root's, world-readable: AWS's spot interruption notice, written by spot_watch.py for
+        JupyterLab (jupyter_idle_api.py)."""
+        return self.run / "spot-interruption.json"
+
 
 # --- The env files: config.env, jupyter.env, bootstrap.env, local.env ------------------------
 
@@ -341,6 +347,7 @@ def jupyter_env_values(paths: Paths, hashed_password: str, token: str, tls: bool
         "JUPYTER_ACTIVITY_FILE": str(paths.activity),
         "JUPYTER_KEEP_AWAKE_FILE": str(paths.keep_awake),
         "JUPYTER_IDLE_VERDICT_FILE": str(paths.idle_verdict),
+        "JUPYTER_SPOT_NOTICE_FILE": str(paths.spot_notice),
     }
     if tls:
         values |= {"JUPYTER_CERTFILE": str(paths.certfile), "JUPYTER_KEYFILE": str(paths.keyfile)}
@@ -399,9 +406,10 @@ IDLE_TIMER = "jupyter-on-demand-idle.timer"
 SECRETS_UNIT = "jupyter-on-demand-secrets.service"
 JUPYTER_UNIT = "jupyter-on-demand.service"
 FLUSH_UNIT = "jupyter-on-demand-autosave-flush.service"
+SPOT_UNIT = "jupyter-on-demand-spot-watch.service"
 # Installed and started at every boot (WantedBy=); the first three also come in user_data: the
 # idle stop first, then the install.
-UNITS = (INSTALL_UNIT, IDLE_SERVICE, IDLE_TIMER, SECRETS_UNIT, JUPYTER_UNIT, FLUSH_UNIT)
+UNITS = (INSTALL_UNIT, IDLE_SERVICE, IDLE_TIMER, SECRETS_UNIT, JUPYTER_UNIT, FLUSH_UNIT, SPOT_UNIT)
 USER_DATA_UNITS = UNITS[:3]
 ENABLED = tuple(unit for unit in UNITS if unit != IDLE_SERVICE)  # the timer starts the check
 

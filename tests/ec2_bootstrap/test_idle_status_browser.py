@@ -5,6 +5,8 @@ with publish_verdict.py, and the real start-link handler reading those tags.
 Nobody works: the status bar counts down, the warning comes at the warning time, "Keep awake 1 h"
 keeps the machine awake, and the checker's verdict, the instance's tags and /v1/status all say
 "kept awake until …". The extension's own polling (every second here) never counts as activity.
+AWS reclaims a spot machine: the real spot watcher sees the notice in a fake instance metadata
+service and writes its notice file; JupyterLab says so, once.
 """
 
 from __future__ import annotations
@@ -152,6 +154,39 @@ def test_the_warning_in_jupyterlab_and_keep_awake_1_h(tmp_path, monkeypatch) -> 
             assert body["idle"]["stops_at"] is None
             told = json.loads(jupyter.verdict_file.read_text())
             assert told["state"] == "kept-awake"
+
+
+def test_a_spot_interruption_notice_shows_once_in_jupyterlab(imds: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.browser.chromium import chromium
+    from tests.ec2_bootstrap.test_spot_watch import Fakes, notice_at, spot_args, watching
+    from tests.support.imds import FakeIMDS
+
+    notice_file = tmp_path / "run" / "spot-interruption.json"
+    fakes = Fakes.make(tmp_path / "bin")
+    FakeIMDS.spot_notice, when = notice_at()
+    text = (
+        f"AWS reclaims this spot machine at {when.astimezone():%H:%M}: "
+        "your work is being saved to GitHub."
+    )
+    jupyter_env = {"JOD_STATUS_POLL_SECONDS": "1", "JUPYTER_SPOT_NOTICE_FILE": str(notice_file)}
+    args = spot_args(imds, fakes, notice_file)
+    with (
+        running_jupyter(tmp_path / "root", tmp_path / "work", env=jupyter_env) as jupyter,
+        watching(args, fakes.env(), tmp_path / "watch.log") as watcher,
+        chromium() as browser,
+    ):
+        watcher.says("stop reason tagged")
+        browser.get(f"{jupyter.url}/login?next=/lab")
+        browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+        browser.find_element(By.ID, "login_submit").click()
+        toast = WebDriverWait(browser, 90).until(lambda b: shown(b, "AWS reclaims"))
+        assert toast.text == text
+        time.sleep(4)  # four more polls of the same notice: no second notification
+        found = browser.find_elements(By.XPATH, "//*[contains(text(), 'AWS reclaims')]")
+        assert len([e for e in found if e.is_displayed() and e.text]) == 1
 
 
 def checker_args(jupyter: Jupyter, tmp_path: Path) -> list[str]:

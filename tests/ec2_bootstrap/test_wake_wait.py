@@ -291,3 +291,21 @@ def test_the_wake_in_new_code_retires_the_previous_versions_ready_unit(
     old.write_text("[Service]\nExecStart=/bin/true\n")
     assert boot.main(["wake", "--synced"]) == boot_wake.READY_FAILED_EXIT
     assert not old.exists()
+
+
+def test_the_wake_in_new_code_enables_and_starts_the_units_new_to_the_previous_version(
+    instance, monkeypatch, tmp_path
+) -> None:
+    """The previous version's sync enabled only the units it knew (no spot watcher): the wake it
+    execs in this code enables this version's and starts the watcher at this very boot."""
+    import boot_ready
+
+    from tests.ec2_bootstrap.test_bundle import recording_systemctl
+
+    monkeypatch.setattr(boot_ready, "READY_TIMEOUT", 0.5)
+    log = recording_systemctl(tmp_path, monkeypatch)
+    assert boot.main(["wake", "--synced"]) == boot_wake.READY_FAILED_EXIT
+    calls = log.read_text().splitlines()
+    assert f"enable {' '.join(layout.ENABLED)}" in calls
+    assert layout.SPOT_UNIT in layout.ENABLED
+    assert f"start --no-block {layout.IDLE_TIMER} {layout.SPOT_UNIT}" in calls

@@ -37,7 +37,7 @@ import requests
 
 import idle_tags
 import layout
-from bench.common import report
+from bench.common import RESULTS, report
 from demo.git_remote import GitRemote
 from tests.ec2_bootstrap.autosave_support import wait_for
 from tests.infrastructure.stack import (
@@ -122,6 +122,13 @@ echo "JOD-WAKE-PHASES kernel_us=$(systemctl show -P KernelTimestampMonotonic)" \
   "jupyter_listening_us=$(logged 'is running at')" \\
   "ready_us=$(logged 'JUPYTER-ON-DEMAND READY at')" >/dev/ttyS0
 echo "JOD-SYSTEMD-ANALYZE $(systemd-analyze time 2>&1 | head -n 1)" >/dev/ttyS0
+# Where the wake's time goes: the project's units' lines and the critical chain (bounded).
+journalctl -b -o short-monotonic --no-pager -u jupyter-on-demand-install.service \\
+  -u jupyter-on-demand-secrets.service -u jupyter-on-demand.service 2>/dev/null \\
+  | head -n 80 | sed 's/^/JOD-JOURNAL /' >/dev/ttyS0
+systemd-analyze critical-chain jupyter-on-demand.service 2>&1 | head -n 30 \\
+  | sed 's/^/JOD-CHAIN /' >/dev/ttyS0
+echo "JOD-WAKE-DETAIL-END" >/dev/ttyS0
 """
 WAKE_PHASES = re.compile(
     r"JOD-WAKE-PHASES kernel_us=(\d+) network_online_us=(\d+) secrets_done_us=(\d+) "
@@ -256,6 +263,14 @@ def record_wake(vm: VM, figures: dict[str, float], name: str) -> None:
     wait_for(lambda: WAKE_PHASES.search(vm.console_text()), timeout=120, interval=2)
     for phase, seconds in wake_phases(vm.console_text()).items():
         figures[f"{name}_{phase}"] = round(seconds, 3)
+    # The detail of this wake (its lines come last on the console), for reading, not asserting.
+    wait_for(lambda: "JOD-WAKE-DETAIL-END" in vm.console_text(), timeout=60, interval=2)
+    console = vm.console_text()
+    detail = console[console.rfind("JOD-WAKE-PHASES") :].splitlines()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"vm_{name}_detail.txt").write_text(
+        "".join(f"{line}\n" for line in detail if line.startswith(("JOD-JOURNAL", "JOD-CHAIN")))
+    )
 
 
 STOP_DECISION = re.compile(r'\{"time": "([^"]+)", "idle": true, [^\n]*"action": "stop"')

@@ -6,6 +6,8 @@
  * GET {base_url}jupyter-on-demand/idle every `poll_seconds` of the answer (30 s at most).
  * At the answer's `warn_at` a notification says when the machine stops, with buttons that
  * POST {base_url}jupyter-on-demand/keep-awake, as the start link's keep-awake does.
+ * When AWS is about to reclaim a spot machine (the answer's `spot_notice`, written by the
+ * instance's spot watcher), a notification says when, once per notice.
  *
  * This polling never counts as activity, so an open tab cannot keep the machine awake:
  * the server's endpoint emits no activity event, and the idle checker ignores Jupyter's
@@ -33,6 +35,14 @@ interface IIdleStatus {
   kept_awake_until: string | null;
   max_keep_awake_hours: number;
   poll_seconds: number;
+  spot_notice: ISpotNotice | null;
+}
+
+/** AWS's spot interruption notice, as the spot watcher saw it. */
+interface ISpotNotice {
+  action: string;
+  time: string;
+  noticed_at: string;
 }
 
 const MAX_POLL_SECONDS = 30;
@@ -102,6 +112,7 @@ function activate(app: JupyterFrontEnd, statusBar: IStatusBar | null): void {
   let timer = 0;
   let warnedFor: string | null = null; // the stops_at value already warned about
   let warning: string | null = null; // the id of the warning on screen
+  let noticed: string | null = null; // the spot notice's time already shown
 
   async function fetchStatus(): Promise<IIdleStatus | null> {
     try {
@@ -117,6 +128,13 @@ function activate(app: JupyterFrontEnd, statusBar: IStatusBar | null): void {
     item.node.textContent = status ? describe(status) : UNAVAILABLE;
     item.node.title = status?.awake_because?.join('\n') ?? '';
     let delay = pollSeconds(status) * 1000;
+    if (status?.spot_notice && status.spot_notice.time !== noticed) {
+      noticed = status.spot_notice.time;
+      Notification.warning(
+        `AWS reclaims this spot machine at ${hhmm(noticed)}: your work is being saved to GitHub.`,
+        { autoClose: false }
+      );
+    }
     if (status) {
       // A warning about a stop that no longer comes (someone worked) goes away.
       if (warning !== null && status.stops_at !== warnedFor) {
