@@ -5,7 +5,6 @@ does the same by hand. Shipped in the code bundle.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -13,7 +12,6 @@ from datetime import datetime, timezone
 
 from boot_sync import aws_client
 from layout import BootError, Paths, jupyter_url, read_config
-from rootfs import write_file
 from wake_marker import wake_result
 
 logger = logging.getLogger("jupyter_on_demand.boot")
@@ -64,12 +62,12 @@ def jupyter_answers(config: dict[str, str], jupyter_env: dict[str, str]) -> bool
 
 def start_idle_clock(paths: Paths) -> None:
     """The idle clock restarts when people can use the machine (a first boot's install can take
-    a while); root's own state file, in root's folder, as the idle checker keeps it."""
-    from idle_decision import clock_state
+    a while); root's own state file, in root's folder, as the idle checker keeps it, with the
+    month's running hours it carries."""
+    from idle_check import restart_clock
     from idle_proc import boot_id
 
-    state = clock_state(boot_id(), datetime.now(timezone.utc), "Jupyter ready")
-    write_file(paths.idle_state, json.dumps(state), 0o644)
+    restart_clock(paths.idle_state, boot_id(), datetime.now(timezone.utc), "Jupyter ready")
 
 
 # How long the end of the wake waits for Jupyter's first answer (what `boot.py ready` waited);

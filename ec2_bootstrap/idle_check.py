@@ -5,13 +5,18 @@ user_data installs first, on the system Python with the standard library only: n
 secret or Jupyter can switch the stop off. Settings come from the instance layout (layout.py).
 Each run prints one JSON line {"idle", "idle_seconds", "reason", "action", ...}; action is none,
 warn, stop or (--dry-run) would-stop. Before stopping: a warning, the autosave flush, the reason
-in the log, then --stop-command (the instance's shutdown behaviour is stop).
+in the log, then --stop-command (the instance's shutdown behaviour is stop). --dry-run neither
+stops, nor warns by `wall`, nor sends the team a message (it logs it).
 
-This module is the command line and the run: load the state, observe, decide, save, act.
+This module is the command line and the run: load the state, count the month's hours, observe,
+decide, tell (tags, messages), save, act.
   - idle_proc.py: reading /proc (processes, the boot);
   - idle_jupyter.py: Jupyter's API and the activity recorder's file;
   - idle_signals.py: what counts as activity (kernels, terminals, CPU, GPUs, boot steps, input);
-  - idle_decision.py: the rule, a pure function, and the Options.
+  - idle_decision.py: the rule, a pure function, and the Options;
+  - idle_verdict.py: the verdict told (the status item's file, the tags);
+  - idle_month.py: the month's running hours, kept in the state this module writes anyway;
+  - idle_notify.py: the messages to the team.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import idle_month
+import idle_notify
 from idle_decision import UTC, Observation, Options, Verdict, clock_state, decide, parse_time
 from idle_proc import boot_id, boot_time, read_proc
 from idle_signals import BOOT_STEP, JUPYTER_SERVER, Machine, observe
-from idle_tags import max_keep_awake_hours, warn_minutes
+from idle_tags import MONTH_HOURS_TAG, long_run_hours, max_keep_awake_hours, warn_minutes
 from idle_verdict import changed, publish, stop_tags, summary, tags, view
 from layout import Paths, idle_minutes, jupyter_url, read_config
 from rootfs import read_regular, write_file
@@ -48,6 +55,7 @@ __all__ = [
     "parse_args",
     "parse_time",
     "read_proc",
+    "restart_clock",
     "utcnow",
 ]
 
@@ -84,15 +92,42 @@ def utcnow() -> datetime:
 
 def load_state(path: Path, this_boot: str, booted_at: datetime) -> dict[str, Any]:
     """The last run's state; at a new boot (or when the file is missing or broken), a clock that
-    starts at the boot. The file is never read through a symlink."""
+    starts at the boot, with the month's hours carried over. The file is never read through a
+    symlink."""
     try:
         state = json.loads(read_regular(path) or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         state = {}
     if isinstance(state, dict) and state.get("boot_id") == this_boot:
         return state
     logger.info("new boot: the idle clock starts at boot")
-    return clock_state(this_boot, booted_at, "boot")
+    return {**clock_state(this_boot, booted_at, "boot"), **carried(state)}
+
+
+def carried(state: object) -> dict[str, Any]:
+    """What of a state outlives its idle clock: the month's hours (idle_month.py checks them)."""
+    if isinstance(state, dict) and idle_month.MONTH_KEY in state:
+        return {idle_month.MONTH_KEY: state[idle_month.MONTH_KEY]}
+    return {}
+
+
+def restart_clock(path: Path, this_boot: str, since: datetime, reason: str) -> None:
+    """A new idle clock at `since` (boot_ready.py: Jupyter answers) that keeps the month's hours;
+    raises OSError when the state can't be written."""
+    before = load_state(path, this_boot, since)
+    write_file(
+        path, json.dumps({**clock_state(this_boot, since, reason), **carried(before)}), 0o644
+    )
+
+
+def count_hours(state: dict[str, Any], now: datetime, this_boot: str, booted_at: datetime) -> None:
+    """The month's hours, counted into the state; a bug here must never stop the check."""
+    try:
+        record = idle_month.count(state.get(idle_month.MONTH_KEY), now, this_boot, booted_at)
+    except Exception:
+        logger.exception("counting the month's hours failed; counting from this boot")
+        record = idle_month.count(None, now, this_boot, booted_at)
+    state[idle_month.MONTH_KEY] = record
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -113,7 +148,13 @@ def look(
         return Observation(booted_at=booted_at, notes=["observation failed"])
 
 
-def act(verdict: Verdict, state: dict[str, Any], options: Options, told: dict[str, Any]) -> None:
+def act(
+    verdict: Verdict,
+    state: dict[str, Any],
+    options: Options,
+    told: dict[str, Any],
+    boot: tuple[str, datetime],
+) -> None:
     if verdict.action == "warn":
         minutes = (options.idle_seconds - verdict.idle_seconds) / 60
         message = (
@@ -138,9 +179,14 @@ def act(verdict: Verdict, state: dict[str, Any], options: Options, told: dict[st
                 )
         logger.warning("stopping the machine: %s", verdict.reason)
         reason = f"nobody worked for {options.idle_seconds / 60:g} min"
-        if not publish(options, stop_tags(told, reason), timeout=STOP_PUBLISH_TIMEOUT):
+        state = {**state, "stopped_at": verdict.time.isoformat()}
+        count_hours(state, utcnow(), *boot)  # the flush took a while: the session's last figure
+        values = stop_tags(told, reason, idle_month.tag_value(state[idle_month.MONTH_KEY]))
+        if options.notify:  # one call: the message never delays the stop past the timeout
+            values[idle_notify.NOTIFY] = idle_notify.stopped_message(reason, options)
+        if not publish(options, values, timeout=STOP_PUBLISH_TIMEOUT):
             logger.error("the stop reason is not tagged: the start page won't say why it stopped")
-        save_state(options.state_file, {**state, "stopped_at": verdict.time.isoformat()})
+        save_state(options.state_file, state)
         code = run_command(options.stop_command, timeout=120)
         if code != 0:
             logger.error("the stop command failed (%s): %s", code, options.stop_command)
@@ -189,6 +235,9 @@ def instance_defaults(paths: Paths) -> dict[str, Any]:
         "keep_awake_file": paths.keep_awake,
         "verdict_file": paths.idle_verdict,
         "publish_command": publish_command(paths),
+        "notify": bool(config.get("NOTIFY_TOPIC_ARN")),
+        "page_url": config.get("PAGE_URL", ""),
+        "long_run_hours": long_run_hours(config),
     }
 
 
@@ -254,6 +303,21 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--publish-command", default=None, help="tags the instance with the verdict (JSON stdin)"
     )
+    parser.add_argument(
+        "--notify",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULTS["notify"],
+        help="tell the team (through --publish-command) when it warns, stops, or runs long",
+    )
+    parser.add_argument(
+        "--page-url", default=DEFAULTS["page_url"], help="the start link's base, for the messages"
+    )
+    parser.add_argument(
+        "--long-run-hours",
+        type=float,
+        default=DEFAULTS["long_run_seconds"] / 3600,
+        help="tell the team once a session runs this long, then daily (default: %(default)g)",
+    )
     parser.add_argument("--cpu-percent", type=float, default=DEFAULTS["cpu_percent"])
     parser.add_argument("--gpu-percent", type=float, default=DEFAULTS["gpu_percent"])
     args = parser.parse_args(argv)
@@ -264,6 +328,8 @@ def parse_args(argv: list[str] | None) -> Options:
         parser.error("--jupyter-url is required (or --instance)")
     if args.idle_minutes <= 0:
         parser.error("--idle-minutes must be > 0")
+    if not args.long_run_hours > 0:
+        parser.error("--long-run-hours must be > 0")
     token = args.token if args.token is not None else os.environ.get("JUPYTER_TOKEN", "")
     limits = {name: getattr(args, dest) * 60 for dest, (name, _) in LIMITS.items()}
     return Options(
@@ -285,6 +351,9 @@ def parse_args(argv: list[str] | None) -> Options:
         keep_awake_file=args.keep_awake_file,
         verdict_file=args.verdict_file,
         publish_command=args.publish_command or None,
+        notify=args.notify,
+        page_url=args.page_url,
+        long_run_seconds=args.long_run_hours * 3600,
         **limits,
     )
 
@@ -297,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     options = parse_args(argv)
     now = utcnow()
-    booted_at = boot_time()
-    state = load_state(options.state_file, boot_id(), booted_at)
+    this_boot, booted_at = boot_id(), boot_time()
+    state = load_state(options.state_file, this_boot, booted_at)
+    count_hours(state, now, this_boot, booted_at)
     state, verdict = decide(state, look(state, options, now, booted_at), options, now)
     logger.info("%s: %s", verdict.action, verdict.reason)
     told = view(verdict, options)
@@ -307,9 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             write_file(options.verdict_file, json.dumps(told), 0o644)
         except OSError:
             logger.exception("could not write the verdict to %s", options.verdict_file)
-    if verdict.action != "stop" and changed(state.get("published"), told):
-        if publish(options, tags(told)):
-            state["published"] = summary(told)
+    if verdict.action != "stop":
+        tell(state, verdict, options, told, booted_at)
     save_state(options.state_file, state)
     print(json.dumps(verdict.record()), flush=True)
     if options.heartbeat_file is not None:  # this run completed: the fail-safe stands down
@@ -317,8 +386,40 @@ def main(argv: list[str] | None = None) -> int:
             write_file(options.heartbeat_file, verdict.time.isoformat(), 0o644)
         except OSError:
             logger.exception("could not touch %s", options.heartbeat_file)
-    act(verdict, state, options, told)
+    act(verdict, state, options, told, (this_boot, booted_at))
     return 0
+
+
+def tell(
+    state: dict[str, Any],
+    verdict: Verdict,
+    options: Options,
+    told: dict[str, Any],
+    booted_at: datetime,
+) -> None:
+    """Tags when the verdict changed materially, with the month's hours, which also go alone
+    when the published ones fall behind; then a message due to the team, in its own call, so a
+    failed message never makes the tags go again. What failed is tried again at the next run."""
+    record = state[idle_month.MONTH_KEY]
+    verdict_due = changed(state.get("published"), told)
+    values = tags(told) if verdict_due else {}
+    if verdict_due or idle_month.behind(state.get(idle_month.PUBLISHED_KEY), record):
+        values[MONTH_HOURS_TAG] = idle_month.tag_value(record)
+    if values and publish(options, values):
+        if verdict_due:
+            state["published"] = summary(told)
+        state[idle_month.PUBLISHED_KEY] = idle_month.published(record)
+    message = idle_notify.due(state, verdict, options, verdict.time, booted_at)
+    if message is None or not options.publish_command:
+        return
+    text, sent = message
+    if options.dry_run:
+        logger.info("dry run: the team is not told: %s", text)
+    elif publish(options, {idle_notify.NOTIFY: text}, what="send the team a message"):
+        logger.info("told the team: %s", text)
+    else:
+        return
+    state.update(sent)
 
 
 if __name__ == "__main__":

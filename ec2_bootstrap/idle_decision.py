@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from idle_tags import DEFAULT_LONG_RUN_HOURS
 from layout import DEFAULT_IDLE_MINUTES
 
 UTC = timezone.utc
@@ -62,6 +63,12 @@ class Options:
     # instance with it (idle_verdict.py).
     verdict_file: Path | None = None
     publish_command: str | None = None
+    # Messages to the team (idle_notify.py), sent through publish_command: on when the settings
+    # have a NOTIFY_TOPIC_ARN; each ends with the start page's link (PAGE_URL); a session longer
+    # than long_run_seconds since the boot is told, then once a day.
+    notify: bool = False
+    page_url: str = ""
+    long_run_seconds: float = DEFAULT_LONG_RUN_HOURS * 3600
 
 
 @dataclass

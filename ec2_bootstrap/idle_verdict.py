@@ -7,8 +7,9 @@ start link reads for free with the DescribeInstances it makes anyway. "Materiall
 state, the reasons (their figures aside: a GPU at 87 % then 91 % is the same reason), the
 keep-awake time, or a stop time moved by PUBLISH_SLACK or more; so a teammate saving every minute
 costs one CreateTags call per PUBLISH_SLACK, and the published stop time is never later than the
-real one. Before the machine stops itself, the stop reason is tagged too (stop_tags). Standard
-library only (idle_check.py).
+real one. Before the machine stops itself, the stop reason is tagged too (stop_tags), with the
+month's hours (idle_month.py): the session's final figure. The same command carries the team's
+messages (idle_notify.py). Standard library only (idle_check.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from idle_keep_awake import iso
 from idle_tags import (
     AWAKE_BECAUSE_TAG,
     IDLE_SINCE_TAG,
+    MONTH_HOURS_TAG,
     STOP_REASON_TAG,
     STOPPED_AT_TAG,
     STOPS_AT_TAG,
@@ -80,14 +82,16 @@ def tags(told: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def stop_tags(told: dict[str, Any], reason: str) -> dict[str, str]:
-    """The tags set just before the machine stops itself: the next start page says why."""
+def stop_tags(told: dict[str, Any], reason: str, month_hours: str) -> dict[str, str]:
+    """The tags set just before the machine stops itself: the next start page says why, and the
+    month's hours as counted at the stop (idle_month.tag_value)."""
     return {
         **tags(told),
         AWAKE_BECAUSE_TAG: "",
         STOPS_AT_TAG: "",
         STOP_REASON_TAG: reason[:TAG_VALUE_CHARS],
         STOPPED_AT_TAG: told["updated_at"],
+        MONTH_HOURS_TAG: month_hours,
     }
 
 
@@ -114,9 +118,15 @@ def changed(published: object, told: dict[str, Any]) -> bool:
     return abs(after - before) >= PUBLISH_SLACK
 
 
-def publish(options: Options, values: dict[str, str], timeout: float = 30) -> bool:
-    """Tag the instance (publish_command, the tags as JSON on its stdin); False when it failed,
-    which is logged and retried at the next run. Never raises: the stop comes after it."""
+def publish(
+    options: Options,
+    values: dict[str, str],
+    timeout: float = 30,
+    what: str = "tag the instance with the verdict",
+) -> bool:
+    """Tag the instance and/or tell the team (publish_command, the tags and the message as JSON
+    on its stdin); False when it failed, which is logged (`what` failed) and retried at a later
+    run. Never raises: the stop comes after it."""
     if not options.publish_command:
         return False
     try:
@@ -130,11 +140,12 @@ def publish(options: Options, values: dict[str, str], timeout: float = 30) -> bo
             check=False,
         )
     except Exception as error:  # OSError, a timeout, a broken command line: said, not raised
-        logger.error("could not tag the instance with the verdict: %s", error)
+        logger.error("could not %s: %s", what, error)
         return False
     if result.returncode != 0:
         logger.error(
-            "could not tag the instance with the verdict (%s): %s",
+            "could not %s (%s): %s",
+            what,
             result.returncode,
             result.stderr.strip()[-500:],
         )

@@ -1,13 +1,15 @@
 """`publish_verdict.py`: tag this instance with the idle checker's verdict (idle_verdict.py).
 
 Run by the idle checker (and the spot watcher) as root, in the venv (botocore), only when the
-verdict changed materially; the tags come as a JSON object on stdin, and must be
-idle_tags.VERDICT_TAGS (the instance role may write no other). Its optional key NOTIFY (not a tag)
-holds one sentence for the team, published to the settings' NOTIFY_TOPIC_ARN when the admin set
-notify_emails (nothing otherwise), after the tags. The region and the instance come as for the ready tag
-(boot_ready.py): config.env, then the instance metadata; the site's environment (local.env) as
-the boot steps take it. Exit 0 when tagged, 1 otherwise, with
-the reason on stderr. Shipped in the code bundle.
+verdict changed materially, the month's hours fell behind, or the team is told something; the
+tags come as a JSON object on stdin, and must be idle_tags.VERDICT_TAGS (the instance role may
+write no other). Its optional key NOTIFY (not a tag) holds one sentence for the team
+(idle_notify.py), published to the settings' NOTIFY_TOPIC_ARN (Subject "jupyter-on-demand") when
+the admin set notify_emails (nothing otherwise), after the tags. The region and the instance come
+as for the ready tag (boot_ready.py): config.env, then the instance metadata; the site's
+environment (local.env) as the boot steps take it. Exit 0 when everything was done, 1 otherwise
+(a failed message after the tags too: the caller tries again), with the reason on stderr.
+Shipped in the code bundle.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ import json
 import os
 import sys
 
+from idle_notify import NOTIFY
 from idle_tags import VERDICT_TAGS
 from layout import Paths, read_config
-
-NOTIFY = "notify"
 
 
 def main() -> int:

@@ -247,6 +247,11 @@ def test_ready_tags_the_instance_once_jupyter_answers_and_starts_the_idle_clock(
             ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
         )
         wake_marker.mark_wake(paths, True)
+        # The month's hours the checker kept before this boot survive the clock's restart.
+        month = {"month": "2026-11", "hours": 3.5, "at": "2026-11-29T10:00:00+00:00",
+                 "boot_id": "an-earlier-boot", "previous": None}  # fmt: skip
+        paths.state.mkdir(parents=True, exist_ok=True)
+        (paths.state / "idle-state.json").write_text(json.dumps({"month_hours": month}))
         assert boot.main(["ready"]) == 0
         instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0][
             "Instances"
@@ -254,6 +259,7 @@ def test_ready_tags_the_instance_once_jupyter_answers_and_starts_the_idle_clock(
     assert handler.is_ready(instance)
     state = json.loads((paths.state / "idle-state.json").read_text())
     assert state["boot_id"] == idle_check.boot_id() and state["reason"] == "Jupyter ready"
+    assert state["month_hours"] == month
 
 
 def test_an_orphan_branch_a_person_started_is_never_switched_committed_or_pushed(

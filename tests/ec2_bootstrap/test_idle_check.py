@@ -464,7 +464,10 @@ def test_a_busy_notebook_is_named_in_the_verdict_jupyterlab_reads(jupyter, tmp_p
     assert told["state"] == "busy"
     assert told["awake_because"] == ["kernel busy: train.ipynb"]
     assert told["stops_at"] is None
-    assert published(out) == [
+    tagged = published(out)
+    month = tagged[0].pop("jupyter-on-demand:month-hours")  # the month's hours go with it
+    assert re.fullmatch(r"month=\d{4}-\d{2} hours=\d+\.\d\d at=\S+Z", month), month
+    assert tagged == [
         {
             "jupyter-on-demand:awake-because": "kernel busy: train.ipynb",
             "jupyter-on-demand:stops-at": "",
@@ -546,3 +549,6 @@ def test_the_stop_reason_is_tagged_before_the_stop(jupyter, tmp_path) -> None:
     last = published(out)[-1]
     assert last["jupyter-on-demand:stop-reason"] == "nobody worked for 0.01 min"
     assert parse_time(last["jupyter-on-demand:stopped-at"]) is not None
+    assert re.fullmatch(
+        r"month=\d{4}-\d{2} hours=\d+\.\d\d at=\S+Z", last["jupyter-on-demand:month-hours"]
+    )

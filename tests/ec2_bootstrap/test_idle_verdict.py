@@ -71,8 +71,9 @@ def test_kept_awake_alone_is_its_own_state() -> None:
 def test_the_stop_is_told_with_its_reason() -> None:
     result = told(Observation(BOOT), minutes_ago=41)
     assert result["state"] == "stopping"
-    values = stop_tags(result, "nobody worked for 40 min")
+    values = stop_tags(result, "nobody worked for 40 min", "month=2026-11 hours=2.00 at=x")
     assert set(values) == set(VERDICT_TAGS)
+    assert values["jupyter-on-demand:month-hours"] == "month=2026-11 hours=2.00 at=x"
     assert values["jupyter-on-demand:stop-reason"] == "nobody worked for 40 min"
     assert values["jupyter-on-demand:stopped-at"] == "2026-11-28T10:00:00Z"
     assert values["jupyter-on-demand:stops-at"] == ""
