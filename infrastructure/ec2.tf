@@ -67,6 +67,21 @@ resource "aws_instance" "jupyter" {
     instance_metadata_tags      = "enabled"
   }
 
+  # Spot: a persistent request that stops (never terminates) the machine on an interruption, so
+  # the disk survives and the start link can start it again. Changing market replaces the
+  # instance and its disk (EC2 can't convert one), as the variable's description says.
+  dynamic "instance_market_options" {
+    for_each = var.market == "spot" ? [var.market] : []
+    content {
+      market_type = "spot"
+
+      spot_options {
+        spot_instance_type             = "persistent"
+        instance_interruption_behavior = "stop"
+      }
+    }
+  }
+
   root_block_device {
     volume_type           = "gp3"
     volume_size           = var.root_volume_size
@@ -102,6 +117,7 @@ resource "aws_instance" "jupyter" {
       tags["jupyter-on-demand:verdict-at"],
       tags["jupyter-on-demand:stop-reason"],
       tags["jupyter-on-demand:stopped-at"],
+      tags["jupyter-on-demand:month-hours"],
       tags["jupyter-on-demand:keep-awake-until"],
     ]
 

@@ -50,6 +50,17 @@ data "aws_iam_policy_document" "instance" {
       values   = concat([local.ready_tag], local.verdict_tags)
     }
   }
+
+  # Messages to the team (idle warning, stop and its reason, long runs): only to this stack's
+  # topic, and only when notify_emails made one.
+  dynamic "statement" {
+    for_each = length(var.notify_emails) > 0 ? [1] : []
+    content {
+      sid       = "PublishNotifications"
+      actions   = ["sns:Publish"]
+      resources = [aws_sns_topic.notify[0].arn]
+    }
+  }
 }
 
 resource "aws_iam_role" "instance" {
@@ -141,6 +152,16 @@ data "aws_iam_policy_document" "lambda" {
     sid       = "ReadTeamPassword"
     actions   = ["ssm:GetParameter"]
     resources = [aws_ssm_parameter.team_pass.arn]
+  }
+
+  # "Machine started" messages: only to this stack's topic, and only when notify_emails made one.
+  dynamic "statement" {
+    for_each = length(var.notify_emails) > 0 ? [1] : []
+    content {
+      sid       = "PublishNotifications"
+      actions   = ["sns:Publish"]
+      resources = [aws_sns_topic.notify[0].arn]
+    }
   }
 
   statement {

@@ -36,6 +36,9 @@ resource "aws_lambda_function" "start_link" {
       INSTANCE_TYPE           = var.instance_type
       FALLBACK_INSTANCE_TYPES = join(",", var.fallback_instance_types)
       MAX_KEEP_AWAKE_HOURS    = tostring(var.max_keep_awake_hours)
+      PRICE_PER_HOUR_USD      = local.price_per_hour_usd # prices.tf; "" when unknown
+      PRICE_NOTE              = local.price_note
+      NOTIFY_TOPIC_ARN        = local.notify_topic_arn # notify.tf; "" when off
     }
   }
 

@@ -108,6 +108,7 @@ locals {
     "jupyter-on-demand:verdict-at",
     "jupyter-on-demand:stop-reason",
     "jupyter-on-demand:stopped-at",
+    "jupyter-on-demand:month-hours",
   ]
   keep_awake_tag = "jupyter-on-demand:keep-awake-until"
 
@@ -127,7 +128,17 @@ locals {
     READY_TAG              = local.ready_tag
     WARN_MINUTES           = tostring(var.warn_minutes)
     MAX_KEEP_AWAKE_HOURS   = tostring(var.max_keep_awake_hours)
+    LONG_RUN_HOURS         = tostring(var.long_run_hours)
+    NOTIFY_TOPIC_ARN       = local.notify_topic_arn # notify.tf; "" when off
+    PAGE_URL               = local.page_url
+    MARKET                 = var.market
   }
+
+  # The start link's base, for the link in every message to the team. Built from the API's id, not
+  # read from the stage's invoke_url: the stage depends on the Lambda, whose environment holds the
+  # instance's id, and the instance depends on these settings (a cycle). The same URL as the
+  # stage's invoke_url (tests/infrastructure/test_apply.py compares them after an apply).
+  page_url = "https://${aws_api_gateway_rest_api.this.id}.execute-api.${local.region}.${data.aws_partition.current.dns_suffix}/${local.stage_name}"
 
   # The instance code. EC2 caps user_data at 16 KB even gzipped, and ec2_bootstrap/ is ~120 KB
   # (35 KB gzipped), so user_data carries only the idle stop, the installer and where the rest is; the

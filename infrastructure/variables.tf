@@ -179,6 +179,28 @@ variable "log_retention_days" {
   }
 }
 
+variable "long_run_hours" {
+  type        = number
+  default     = 8
+  description = "Hours the machine may run in one session before notify_emails hear about it (then once a day while it keeps running). Needs notify_emails to reach anyone."
+
+  validation {
+    condition     = var.long_run_hours > 0
+    error_message = "long_run_hours must be a positive number of hours, such as 8."
+  }
+}
+
+variable "market" {
+  type        = string
+  default     = "on-demand"
+  description = "How EC2 sells the machine: \"on-demand\" (the list price, started whenever asked while AWS has capacity) or \"spot\" (spare capacity, typically 60-70 % cheaper; a persistent request that AWS may interrupt with a 2-minute notice, which stops the machine and keeps its disk, and the link starts it again once capacity is back). Switching market replaces the instance: a new machine with a new disk (push or save everyone's work first; saved work is in GitHub)."
+
+  validation {
+    condition     = contains(["on-demand", "spot"], var.market)
+    error_message = "market must be \"on-demand\" or \"spot\"."
+  }
+}
+
 variable "max_keep_awake_hours" {
   type        = number
   default     = 12
@@ -190,6 +212,24 @@ variable "max_keep_awake_hours" {
   }
 }
 
+variable "monthly_budget_usd" {
+  type        = number
+  default     = null
+  nullable    = true
+  description = "Monthly AWS Budgets cost budget (USD) for the resources this stack tags (Stack = name_prefix); it emails notify_emails at 80 % and 100 % of actual spend and at 100 % of forecast spend. null: no budget. Two budgets per account are free, each further one about $0.02 a day. The budget sees costs only once the tag key \"Stack\" is activated as a cost allocation tag (Billing console > Cost allocation tags); AWS offers a key there only after it has appeared in billing data (up to 24 h after the first apply), so Terraform can't activate it for you, and costs before activation are not counted."
+
+  validation {
+    condition     = var.monthly_budget_usd == null ? true : var.monthly_budget_usd > 0
+    error_message = "monthly_budget_usd must be null (no budget) or a positive amount of US dollars, such as 300."
+  }
+
+  # A budget alerts by email only: with nobody to tell, it would be silent.
+  validation {
+    condition     = var.monthly_budget_usd == null || length(var.notify_emails) > 0
+    error_message = "monthly_budget_usd needs notify_emails: the budget alerts those addresses. Add at least one to notify_emails, or set monthly_budget_usd = null."
+  }
+}
+
 variable "name_prefix" {
   type        = string
   default     = "jupyter-on-demand"
@@ -198,6 +238,35 @@ variable "name_prefix" {
   validation {
     condition     = can(regex("^[a-z][a-z0-9-]{1,30}$", var.name_prefix))
     error_message = "name_prefix must be 2-31 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "notify_emails" {
+  type        = list(string)
+  default     = []
+  description = "Addresses told when the start link starts the machine, when the idle checker warns, when the machine stops (and why), and when it has run longer than long_run_hours: an SNS topic with one email subscription each (each address must click the confirmation link AWS mails it). Also the monthly_budget_usd alerts. Empty: no topic, no messages. SNS email costs nothing for the first 1,000 messages a month, then $2 per 100,000."
+
+  validation {
+    condition     = alltrue([for email in var.notify_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", email))])
+    error_message = "notify_emails must be email addresses such as \"alice@example.com\"; these are not: ${join(", ", [for email in var.notify_emails : email if !can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", email))])}."
+  }
+
+  # AWS Budgets takes at most 10 email subscribers per alert, and one subscription per address.
+  validation {
+    condition     = length(var.notify_emails) <= 10 && length(distinct(var.notify_emails)) == length(var.notify_emails)
+    error_message = "notify_emails may list at most 10 addresses (AWS Budgets' limit per alert), each once."
+  }
+}
+
+variable "price_per_hour_usd" {
+  type        = number
+  default     = null
+  nullable    = true
+  description = "Price per running hour (USD) behind the page's month-to-date cost estimate. null: the on-demand list price of instance_type in region, from the table in prices.tf (its source and date are there); a type or region not in that table gives hours only, no cost. Set it for spot (the spot price varies), a Savings Plan or a fallback type. An estimate: it leaves out the disk (about $0.08 per GB-month for gp3), data transfer and taxes."
+
+  validation {
+    condition     = var.price_per_hour_usd == null ? true : var.price_per_hour_usd >= 0
+    error_message = "price_per_hour_usd must be null (the list price) or an amount of US dollars per hour, 0 or more, such as 0.45."
   }
 }
 

@@ -73,12 +73,14 @@ PROVIDER_OVERRIDE_FILE = "providers_override.tf"
 # Every AWS service the stack's resources and data sources call (provider endpoint names).
 SERVICES = (
     "apigateway",
+    "budgets",
     "cloudwatch",
     "ec2",
     "iam",
     "lambda",
     "logs",
     "servicequotas",
+    "sns",
     "ssm",
     "sts",
     "wafv2",
@@ -87,7 +89,7 @@ TEAM_PASS = "correct horse battery staple"
 GITHUB_TOKEN = "github_pat_" + "0123456789abcdefghij" * 3
 KEY_NAME = "team-key"
 # The EC2 vCPU quotas the preflight reads (infrastructure/preflight.tf), as a grown-up account has
-# them: G and VT, P, Standard, and DL, HPC, Inf, Trn, F, X, High Memory.
+# them. On demand: G and VT, P, Standard, and DL, HPC, Inf, Trn, F, X, High Memory.
 ROOMY_QUOTAS = {
     "L-DB2E81BA": 64.0,
     "L-417A185B": 192.0,
@@ -99,6 +101,14 @@ ROOMY_QUOTAS = {
     "L-74FC7D96": 64.0,
     "L-7295265B": 128.0,
     "L-43DA4232": 896.0,
+    # Spot (market = "spot"): G and VT, P, Standard, DL, Inf, F, X.
+    "L-3819A6DF": 64.0,
+    "L-7212CCBC": 192.0,
+    "L-34B43A08": 640.0,
+    "L-85EED4F7": 96.0,
+    "L-B5D1601B": 192.0,
+    "L-88CF9481": 64.0,
+    "L-E3A00192": 128.0,
 }
 
 

@@ -35,6 +35,7 @@ import boot_secrets
 import boot_sync
 import handler
 import idle
+import idle_tags
 from tests.infrastructure import stack as harness
 from tests.infrastructure.terraform import bundle_files, one_line, resource
 from tests.lambda_src.conftest import call, event
@@ -232,9 +233,10 @@ def test_the_verdict_and_keep_awake_tags_survive_a_later_plan(stack: harness.Sta
         idle.VERDICT_AT_TAG: "2026-01-01T00:00:00Z",
         idle.STOP_REASON_TAG: "nobody worked for 40 min",
         idle.STOPPED_AT_TAG: "2025-12-31T19:12:00Z",
+        idle_tags.MONTH_HOURS_TAG: "month=2026-01 hours=3.25 at=2026-01-01T00:00:00Z",
         idle.KEEP_AWAKE_TAG: "until=2026-01-01T04:00:00Z set=2026-01-01T00:00:00Z",
     }
-    assert set(values) == {*idle.VERDICT_TAGS, idle.KEEP_AWAKE_TAG}
+    assert set(values) == {*idle_tags.VERDICT_TAGS, idle.KEEP_AWAKE_TAG}
     stack.client("ec2").create_tags(
         Resources=[stack.instance_id],
         Tags=[{"Key": key, "Value": value} for key, value in values.items()],
@@ -428,7 +430,9 @@ def test_the_instance_reads_back_its_code_byte_for_byte(instance_env: dict[str, 
     assert boot_sync.fetch_bundle(instance_env) == bundle_files()
 
 
-def test_the_instance_reads_back_its_settings(instance_env: dict[str, str]) -> None:
+def test_the_instance_reads_back_its_settings(
+    stack: harness.Stack, instance_env: dict[str, str]
+) -> None:
     assert boot_sync.fetch_settings(instance_env) == {
         "AWS_REGION": "us-east-1",
         "TEAM_PASS_PARAMETER": "/jupyter-on-demand/team-pass",
@@ -441,6 +445,12 @@ def test_the_instance_reads_back_its_settings(instance_env: dict[str, str]) -> N
         "READY_TAG": handler.READY_TAG,
         "WARN_MINUTES": "5",
         "MAX_KEEP_AWAKE_HOURS": "12",
+        "LONG_RUN_HOURS": "8",
+        "NOTIFY_TOPIC_ARN": "",
+        # locals.tf builds it from the API's id (the stage's invoke_url would be a cycle); the
+        # start_url output is the stage's invoke_url + "/start": the same base.
+        "PAGE_URL": stack.outputs["start_url"].removesuffix("/start"),
+        "MARKET": "on-demand",
     }
 
 
@@ -480,12 +490,30 @@ def test_a_gpu_vcpu_quota_too_small_is_said_plainly_at_plan_time(
     assert "Warning: Check block assertion failed" in message
     assert (
         'This account\'s EC2 quota "Running On-Demand G and VT instances" in us-east-1 is 0 vCPUs, '
-        "and instance_type g4dn.4xlarge needs 16: AWS will refuse to start the instance"
+        "and instance_type g4dn.4xlarge needs 16: AWS will refuse to start the instance "
+        "(VcpuLimitExceeded)"
     ) in message
     assert (
         "aws service-quotas request-service-quota-increase --service-code ec2 "
         "--quota-code L-DB2E81BA --desired-value 16 --region us-east-1"
     ) in message
+
+
+def test_a_spot_quota_too_small_is_said_plainly_though_on_demand_has_room(
+    planner: Path, endpoint: str
+) -> None:
+    """Issue 13: spot instances count against quotas of their own, 0 in a new account even where
+    the on-demand one is fine; the preflight reads the spot one for market = "spot"."""
+    quotas = {"L-DB2E81BA": 64.0, "L-3819A6DF": 0.0}
+    result = plan_from_scratch(planner, endpoint, quotas=quotas, market="spot")
+    assert result.returncode == 2, result.output
+    message = one_line(result.output)
+    assert (
+        'This account\'s EC2 quota "All G and VT Spot Instance Requests" in us-east-1 is 0 vCPUs, '
+        "and instance_type g4dn.4xlarge needs 16: AWS will refuse to start the instance "
+        "(MaxSpotInstanceCountExceeded)"
+    ) in message
+    assert "--quota-code L-3819A6DF --desired-value 16 --region us-east-1" in message
 
 
 @pytest.mark.parametrize(
@@ -564,7 +592,267 @@ def test_the_default_subnet_is_in_the_one_zone_that_offers_the_type(
     assert zones_offering(ec2, "p6-b200.48xlarge") == [zone]
 
 
-# --- 6. destroy (last: the module's stack is gone after it) -------------------------------------
+# --- 6. Issue 13: the cost options -------------------------------------------------------------
+#
+# Off by default: the stack above was applied without them. Then, from no state, one plan with all
+# of them on; and on the applied stack one apply that switches notifications on and sets an admin's
+# price (moto serves SNS). The budget is planned only: moto's Budgets lacks calls the
+# provider makes to read one back (test_moto_cannot_read_back_a_budgets_notifications).
+
+EMAILS = ["alice@example.com", "bob@example.com"]
+TOPIC = "aws_sns_topic.notify[0]"
+BUDGET = "aws_budgets_budget.monthly[0]"
+
+
+def state_addresses(stack: harness.Stack) -> list[str]:
+    listed = harness.run_terraform(stack.module, "state", "list")
+    return listed.stdout.split()
+
+
+def role_policy(stack: harness.Stack, role: str, name: str) -> dict[str, Any]:
+    document = stack.client("iam").get_role_policy(RoleName=role, PolicyName=name)
+    policy = document["PolicyDocument"]
+    return json.loads(policy) if isinstance(policy, str) else policy
+
+
+ROLE_POLICIES = [
+    ("jupyter-on-demand-instance", "read-secrets-and-tag-itself"),
+    ("jupyter-on-demand-start-link", "start-the-instance"),
+]
+
+
+def publish_statements(stack: harness.Stack) -> list[list[dict[str, Any]]]:
+    """The sns statements of the instance's and the Lambda's policies, as IAM (moto) holds them."""
+    return [
+        [s for s in role_policy(stack, *names)["Statement"] if "sns" in json.dumps(s["Action"])]
+        for names in ROLE_POLICIES
+    ]
+
+
+def test_by_default_no_topic_no_budget_no_publish_permission_and_on_demand(
+    stack: harness.Stack,
+) -> None:
+    addresses = state_addresses(stack)
+    assert [a for a in addresses if "sns" in a or "budget" in a] == []
+    assert "aws_instance.jupyter" in addresses
+    assert publish_statements(stack) == [[], []]
+    instance = described_instance(stack)
+    assert "InstanceLifecycle" not in instance  # moto says "spot" for a spot instance
+    state = json.loads(harness.run_terraform(stack.module, "show", "-json").stdout)
+    resources = state["values"]["root_module"]["resources"]
+    jupyter = next(r for r in resources if r["address"] == INSTANCE)
+    assert jupyter["values"]["instance_market_options"] == []
+
+
+def test_the_lambda_gets_the_list_price_of_the_type_in_the_region(
+    lambda_environment: dict[str, str],
+) -> None:
+    """g4dn.4xlarge in us-east-1 from prices.tf: the contract's reference price."""
+    assert lambda_environment["PRICE_PER_HOUR_USD"] == "1.204"
+    assert lambda_environment["PRICE_NOTE"] == "list price"
+    assert lambda_environment["NOTIFY_TOPIC_ARN"] == ""
+
+
+def test_the_page_url_setting_is_the_stages_invoke_url(
+    stack: harness.Stack, instance_env: dict[str, str]
+) -> None:
+    api_id = stack.client("apigateway").get_rest_apis()["items"][0]["id"]
+    state = json.loads(harness.run_terraform(stack.module, "show", "-json").stdout)
+    stage = next(
+        r for r in state["values"]["root_module"]["resources"]
+        if r["address"] == "aws_api_gateway_stage.v1"
+    )  # fmt: skip
+    page_url = boot_sync.fetch_settings(instance_env)["PAGE_URL"]
+    assert page_url == stage["values"]["invoke_url"]
+    assert page_url == f"https://{api_id}.execute-api.us-east-1.amazonaws.com/v1"
+
+
+def test_the_disk_carries_the_stack_tag_the_budget_filters_on(stack: harness.Stack) -> None:
+    """The budget counts what carries Stack = name_prefix: the disk bills every hour of the
+    month, running or not, so it must carry the tag too, not only the instance."""
+    volume_id = described_instance(stack)["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    volume = stack.client("ec2").describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+    tags = {t["Key"]: t["Value"] for t in volume.get("Tags", [])}
+    assert tags.get("Stack") == "jupyter-on-demand", tags
+
+
+@pytest.fixture(scope="module")
+def all_cost_options(planner: Path, endpoint: str) -> harness.Plan:
+    """A plan from no state with notifications, a budget and spot."""
+    harness.write_variables(
+        planner,
+        harness.design_note_variables(endpoint)
+        | {"notify_emails": EMAILS, "monthly_budget_usd": 300, "market": "spot"},
+    )
+    (planner / harness.PROVIDER_OVERRIDE_FILE).write_text(harness.provider_override(endpoint))
+    result = harness.run_terraform(
+        planner, "plan", "-input=false", "-no-color", "-out=costs.tfplan", check=False
+    )
+    assert result.returncode == 0, result.output
+    shown = harness.run_terraform(planner, "show", "-json", "costs.tfplan")
+    return harness.Plan(result.returncode, result.output, json.loads(shown.stdout))
+
+
+def test_notifications_make_one_encrypted_topic_and_one_email_subscription_per_address(
+    all_cost_options: harness.Plan,
+) -> None:
+    created = {a for a, actions in all_cost_options.changes().items() if actions == ["create"]}
+    assert {a for a in created if "sns" in a} == {
+        TOPIC,
+        *(f'aws_sns_topic_subscription.email["{email}"]' for email in EMAILS),
+    }
+    topic = all_cost_options.change(TOPIC)["after"]
+    assert (topic["name"], topic["kms_master_key_id"]) == (
+        "jupyter-on-demand-notify",
+        "alias/aws/sns",
+    )
+    for email in EMAILS:
+        subscription = all_cost_options.change(f'aws_sns_topic_subscription.email["{email}"]')
+        assert (subscription["after"]["protocol"], subscription["after"]["endpoint"]) == (
+            "email",
+            email,
+        )
+
+
+def test_the_budget_counts_this_stacks_tag_and_alerts_at_80_100_and_forecast_100(
+    all_cost_options: harness.Plan,
+) -> None:
+    assert all_cost_options.changes()[BUDGET] == ["create"]
+    budget = all_cost_options.change(BUDGET)["after"]
+    assert (budget["budget_type"], budget["time_unit"]) == ("COST", "MONTHLY")
+    assert (budget["limit_amount"], budget["limit_unit"]) == ("300", "USD")
+    assert budget["cost_filter"] == [
+        {"name": "TagKeyValue", "values": ["user:Stack$jupyter-on-demand"]}
+    ]
+    alerts = sorted(
+        (n["notification_type"], n["threshold"], n["threshold_type"], n["comparison_operator"])
+        for n in budget["notification"]
+    )
+    assert alerts == [
+        ("ACTUAL", 80, "PERCENTAGE", "GREATER_THAN"),
+        ("ACTUAL", 100, "PERCENTAGE", "GREATER_THAN"),
+        ("FORECASTED", 100, "PERCENTAGE", "GREATER_THAN"),
+    ]
+    assert [sorted(n["subscriber_email_addresses"]) for n in budget["notification"]] == [EMAILS] * 3
+
+
+def test_spot_is_a_persistent_request_that_stops_on_interruption(
+    all_cost_options: harness.Plan,
+) -> None:
+    instance = all_cost_options.change(INSTANCE)["after"]
+    assert instance["instance_market_options"] == [
+        {
+            "market_type": "spot",
+            "spot_options": [
+                {"spot_instance_type": "persistent", "instance_interruption_behavior": "stop"}
+            ],
+        }
+    ]
+
+
+def test_moto_cannot_read_back_a_budgets_notifications(endpoint: str) -> None:
+    """Why the budget is planned, never applied, here: the provider reads a budget's alerts
+    back with DescribeSubscribersForNotification and its tags with ListTagsForResource, and
+    moto's Budgets answers both with HTTP 500 (it implements neither)."""
+    budgets = boto3.client(
+        "budgets",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    with pytest.raises(ClientError) as raised:
+        budgets.describe_subscribers_for_notification(
+            AccountId="123456789012",
+            BudgetName="any",
+            Notification={
+                "NotificationType": "ACTUAL",
+                "ComparisonOperator": "GREATER_THAN",
+                "Threshold": 80,
+            },
+        )
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    with pytest.raises(ClientError) as raised:
+        budgets.list_tags_for_resource(ResourceARN="arn:aws:budgets::123456789012:budget/any")
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+
+
+@pytest.fixture(scope="module")
+def notified(stack: harness.Stack) -> harness.Stack:
+    """The applied stack after the admin adds notify_emails, long_run_hours and a price, and
+    applies."""
+    variables = stack.variables | {
+        "notify_emails": EMAILS,
+        "long_run_hours": 6,
+        "price_per_hour_usd": 0.45,
+    }
+    harness.write_variables(stack.module, variables)
+    applied = harness.run_terraform(
+        stack.module, "apply", "-auto-approve", "-input=false", "-no-color"
+    )
+    return harness.Stack(stack.module, stack.endpoint, variables, stack.outputs, applied.output)
+
+
+def topic_arn(stack: harness.Stack) -> str:
+    topics = stack.client("sns").list_topics()["Topics"]
+    assert len(topics) == 1, topics
+    return topics[0]["TopicArn"]
+
+
+def test_switching_notifications_on_adds_the_topic_and_keeps_the_instance(
+    notified: harness.Stack,
+) -> None:
+    # The topic and two subscriptions; the settings, the Lambda and both policies change in place.
+    assert re.search(
+        r"Apply complete! Resources: 3 added, \d+ changed, 0 destroyed\.", notified.apply_output
+    ), notified.apply_output
+    assert described_instance(notified)["InstanceId"] == notified.instance_id
+    arn = topic_arn(notified)
+    assert arn.endswith(":jupyter-on-demand-notify")
+    attributes = notified.client("sns").get_topic_attributes(TopicArn=arn)["Attributes"]
+    assert attributes["KmsMasterKeyId"] == "alias/aws/sns"
+    subscriptions = notified.client("sns").list_subscriptions_by_topic(TopicArn=arn)
+    assert sorted((s["Protocol"], s["Endpoint"]) for s in subscriptions["Subscriptions"]) == [
+        ("email", email) for email in EMAILS
+    ]
+
+
+def test_the_instance_and_the_lambda_get_the_topic_and_may_publish_only_to_it(
+    notified: harness.Stack, instance_env: dict[str, str]
+) -> None:
+    arn = topic_arn(notified)
+    settings = boot_sync.fetch_settings(instance_env)  # checks each setting's shape too
+    assert (settings["NOTIFY_TOPIC_ARN"], settings["LONG_RUN_HOURS"]) == (arn, "6")
+    configuration = notified.client("lambda").get_function_configuration(
+        FunctionName="jupyter-on-demand-start-link"
+    )
+    assert configuration["Environment"]["Variables"]["NOTIFY_TOPIC_ARN"] == arn
+    expected = {"Sid": "PublishNotifications", "Effect": "Allow", "Action": "sns:Publish"}
+    for statements in publish_statements(notified):
+        assert [{k: s[k] for k in expected} | {"Resource": s["Resource"]} for s in statements] == [
+            expected | {"Resource": arn}
+        ]
+
+
+def test_an_admins_price_reaches_the_lambda_in_place_of_the_list_price(
+    notified: harness.Stack,
+) -> None:
+    configuration = notified.client("lambda").get_function_configuration(
+        FunctionName="jupyter-on-demand-start-link"
+    )
+    environment = configuration["Environment"]["Variables"]
+    assert (environment["PRICE_PER_HOUR_USD"], environment["PRICE_NOTE"]) == (
+        "0.45",
+        "admin's price",
+    )
+
+
+def test_a_plan_after_switching_notifications_on_shows_no_changes(notified: harness.Stack) -> None:
+    assert without_moto_difference(notified.plan()) == {}
+
+
+# --- 7. destroy (last: the module's stack is gone after it) -------------------------------------
 
 
 # What destroy must leave empty: (what, service, list call, key of the list, field that names).
@@ -584,6 +872,8 @@ LEFT_AFTER_DESTROY = [
     ("log groups", "logs", "describe_log_groups", "logGroups", "logGroupName"),
     ("metric filters", "logs", "describe_metric_filters", "metricFilters", "filterName"),
     ("alarms", "cloudwatch", "describe_alarms", "MetricAlarms", "AlarmName"),
+    ("sns topics", "sns", "list_topics", "Topics", "TopicArn"),
+    ("sns subscriptions", "sns", "list_subscriptions", "Subscriptions", "SubscriptionArn"),
 ]
 
 

@@ -23,7 +23,8 @@ def checkov() -> str:
     return path
 
 
-def run_checkov(*args: str) -> list[dict]:
+def run_checkov(*args: str, quiet: bool = True) -> list[dict]:
+    """checkov's JSON reports; quiet: failed checks only (else passed ones too)."""
     result = subprocess.run(
         [
             checkov(),
@@ -32,7 +33,7 @@ def run_checkov(*args: str) -> list[dict]:
             "terraform",
             "secrets",
             "--skip-download",
-            "--quiet",
+            *(["--quiet"] if quiet else []),
             "-o",
             "json",
         ],
@@ -58,6 +59,33 @@ def test_checkov_finds_no_failed_check_in_the_stack_with_the_example_tfvars() ->
     ]
     assert failed == []
     assert summary["passed"] > 50
+
+
+# Issue 13's optional resources, on: the example with these lines instead of its defaults.
+OPTIONS_ON = {
+    "notify_emails": '["alice@example.com", "bob@example.com"]',
+    "monthly_budget_usd": "300",
+    "market": '"spot"',
+}
+
+
+def test_checkov_finds_no_failed_check_with_notifications_budget_and_spot_on(
+    tmp_path: Path,
+) -> None:
+    tfvars = TFVARS_EXAMPLE.read_text()
+    for name, value in OPTIONS_ON.items():
+        tfvars, count = re.subn(rf"(?m)^{name} = .*$", f"{name} = {value}", tfvars)
+        assert count == 1, name
+    var_file = tmp_path / "options-on.tfvars"
+    var_file.write_text(tfvars)
+    reports = run_checkov("-d", str(INFRA), "--var-file", str(var_file), quiet=False)
+    results = [r.get("results", {}) for r in reports if r.get("check_type") == "terraform"]
+    assert results, reports
+    failed = [f"{c['check_id']} {c['resource']}" for r in results for c in r["failed_checks"]]
+    assert failed == []
+    passed = {(c["check_id"], c["resource"]) for r in results for c in r["passed_checks"]}
+    # The topic was checked (count 1 with these values) and is encrypted.
+    assert ("CKV_AWS_26", "aws_sns_topic.notify[0]") in passed
 
 
 def test_checkov_secrets_scan_of_the_example_tfvars_is_clean() -> None:

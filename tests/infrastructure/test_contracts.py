@@ -66,6 +66,7 @@ def test_lambda_policy_is_scoped_to_this_instance_parameter_and_log_group() -> N
     assert unwrap(by_sid["WriteItsLogs"]["resources"]) == [
         "${aws_cloudwatch_log_group.lambda.arn}:*"
     ]
+    assert unwrap(by_sid["PublishNotifications"]["resources"]) == ["${aws_sns_topic.notify[0].arn}"]
     # DescribeInstances has no resource-level permissions in AWS; it is the only "*".
     star = [sid for sid, s in by_sid.items() if "*" in unwrap(s["resources"])]
     assert star == ["DescribeInstances"]
@@ -80,7 +81,12 @@ def test_no_policy_grants_wildcard_actions() -> None:
 
 def test_the_instance_reads_only_its_secrets_and_code_and_tags_only_ready_and_verdict() -> None:
     by_sid = {unwrap(s["sid"]): s for s in policy_statements("instance")}
-    assert set(by_sid) == {"ReadItsSecrets", "ReadItsCode", "TagItsReadinessAndVerdict"}
+    assert set(by_sid) == {
+        "ReadItsSecrets",
+        "ReadItsCode",
+        "TagItsReadinessAndVerdict",
+        "PublishNotifications",
+    }
     assert unwrap(by_sid["ReadItsCode"]["resources"])[0].endswith(
         ":parameter${local.bootstrap_parameter_prefix}/*"
     )
@@ -207,7 +213,8 @@ def test_the_keep_awake_tag_is_the_same_for_terraform_the_instance_and_the_lambd
 def test_later_applies_keep_every_tag_the_instance_and_the_link_set() -> None:
     """An apply must not erase why the machine is awake or asleep, nor cancel a keep-awake
     (test_apply.py proves it against moto)."""
-    keys = [handler.READY_TAG, *idle.VERDICT_TAGS, idle.KEEP_AWAKE_TAG]
+    # The instance's tuple (it writes them); the Lambda's must equal it (the test above).
+    keys = [handler.READY_TAG, *idle_tags.VERDICT_TAGS, idle.KEEP_AWAKE_TAG]
     assert [f'${{tags["{key}"]}}' for key in keys] == [
         item for item in ignored_changes() if item.startswith("${tags[")
     ]
@@ -256,7 +263,6 @@ def test_the_instance_shows_its_tags_in_its_metadata_for_the_keep_awake_tag() ->
 def test_the_lambda_gets_the_keep_awake_cap_and_the_instance_both_new_settings() -> None:
     assert lambda_environment()["MAX_KEEP_AWAKE_HOURS"] == "${tostring(var.max_keep_awake_hours)}"
     settings = unwrap(locals_()["instance_config"])
-    assert list(settings)[-2:] == ["WARN_MINUTES", "MAX_KEEP_AWAKE_HOURS"]
     assert settings["WARN_MINUTES"] == "${tostring(var.warn_minutes)}"
     assert settings["MAX_KEEP_AWAKE_HOURS"] == "${tostring(var.max_keep_awake_hours)}"
 
@@ -267,3 +273,54 @@ def test_the_api_has_a_route_for_each_of_the_handlers_routes() -> None:
     )
     declared = re.findall(r"'([\w-]+)'", unwrap(routes["for_each"]))
     assert sorted(f"/{name}" for name in declared) == sorted(request.ROUTES)
+
+
+# --- Issue 13: cost, notifications, spot ---------------------------------------------------------
+
+
+def test_the_month_hours_tag_is_a_verdict_tag_the_instance_may_write_and_applies_keep() -> None:
+    assert idle_tags.MONTH_HOURS_TAG == "jupyter-on-demand:month-hours"
+    assert idle_tags.MONTH_HOURS_TAG in unwrap(locals_()["verdict_tags"])
+    assert f'${{tags["{idle_tags.MONTH_HOURS_TAG}"]}}' in ignored_changes()
+
+
+def test_the_instance_gets_the_four_new_settings_from_their_variables() -> None:
+    settings = unwrap(locals_()["instance_config"])
+    assert list(settings)[-4:] == ["LONG_RUN_HOURS", "NOTIFY_TOPIC_ARN", "PAGE_URL", "MARKET"]
+    assert settings["LONG_RUN_HOURS"] == "${tostring(var.long_run_hours)}"
+    assert settings["NOTIFY_TOPIC_ARN"] == "${local.notify_topic_arn}"
+    assert settings["PAGE_URL"] == "${local.page_url}"
+    assert settings["MARKET"] == "${var.market}"
+
+
+def test_the_page_url_is_built_from_the_api_not_read_from_the_stage() -> None:
+    """The stage depends on the Lambda, the Lambda on the instance, the instance on the settings:
+    reading the stage's invoke_url there would be a cycle (test_apply.py compares the two)."""
+    page_url = unwrap(locals_()["page_url"])
+    assert page_url == (
+        "https://${aws_api_gateway_rest_api.this.id}.execute-api.${local.region}."
+        "${data.aws_partition.current.dns_suffix}/${local.stage_name}"
+    )
+    assert "aws_api_gateway_stage" not in page_url
+
+
+def test_the_lambda_and_the_instance_get_the_same_topic_and_the_lambda_the_price() -> None:
+    environment = lambda_environment()
+    assert environment["NOTIFY_TOPIC_ARN"] == "${local.notify_topic_arn}"
+    assert environment["PRICE_PER_HOUR_USD"] == "${local.price_per_hour_usd}"
+    assert environment["PRICE_NOTE"] == "${local.price_note}"
+    topic = unwrap(locals_()["notify_topic_arn"])
+    assert topic == '${length(var.notify_emails) > 0 ? aws_sns_topic.notify[0].arn : ""}'
+
+
+def test_both_may_publish_only_to_the_topic_and_only_when_it_exists() -> None:
+    for name in ("instance", "lambda"):
+        by_sid = {unwrap(s["sid"]): s for s in policy_statements(name)}
+        statement = by_sid["PublishNotifications"]
+        assert unwrap(statement["actions"]) == ["sns:Publish"]
+        assert unwrap(statement["resources"]) == ["${aws_sns_topic.notify[0].arn}"]
+        assert "condition" not in statement
+        # The topic's count and the statement's for_each: the same condition.
+        assert "length(var.notify_emails) > 0" in str(statement["__dynamic__"])
+    topic = next(b for t, n, b in blocks("resource") if (t, n) == ("aws_sns_topic", "notify"))
+    assert unwrap(topic["count"]) == "${length(var.notify_emails) > 0 ? 1 : 0}"
