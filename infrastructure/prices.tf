@@ -3,9 +3,11 @@
 # list price of instance_type in the region from the table below, else none (the page then shows
 # hours only).
 #
-# Source: AWS EC2 On-Demand pricing (https://aws.amazon.com/ec2/pricing/on-demand/), Linux, shared
-# tenancy, USD per hour, as published by the AWS Price List API (offer AmazonEC2) and mirrored by
-# instances.vantage.sh on 2026-01-21. Prices change rarely; check the page when adding a row.
+# Source: AWS EC2 On-Demand pricing (https://aws.amazon.com/ec2/pricing/on-demand/; the same
+# figures as the AWS Price List API's AmazonEC2 offer), Linux, shared tenancy, USD per hour,
+# written down on 2026-11-29 from the published list prices. The machines that build and test
+# this project have no internet, so nothing re-checks them against the live page: list prices
+# change rarely, but check the page when adding a row or a region.
 # g6 is not offered in eu-west-1 (Ireland), hence no row there. Spot prices are left out on
 # purpose: they move with demand, so for spot set price_per_hour_usd to a recent one (for example
 # `aws ec2 describe-spot-price-history --instance-types g4dn.4xlarge

@@ -240,3 +240,28 @@ def test_the_table_names_its_source_and_when_it_was_taken() -> None:
     assert "https://aws.amazon.com/ec2/pricing/on-demand/" in text
     assert "AWS Price List API" in text
     assert re.search(r"on 20\d\d-\d\d-\d\d", text)
+
+
+def test_the_readmes_cost_table_agrees_with_the_price_table_and_the_page(tmp_path: Path) -> None:
+    """The README's per-type rows: the list price is prices.tf's, always on is 730 h of it, and
+    the page's example month (37.2 h) costs what the start page says for it."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    from cost import Month
+
+    readme = (INFRA.parent / "README.md").read_text()
+    table = readme.split("<!-- cost-table -->", 1)[1].split("<!-- /cost-table -->", 1)[0]
+    rows = re.findall(r"^\| (\S+) \| \$([\d.]+) \| \$([\d.]+) \| \$([\d.]+) \|", table, re.M)
+    assert len(rows) >= 3, table
+    prices = console(tmp_path, PRICE_VARIABLES, 'region = "us-east-1"\n', "local.on_demand_prices")
+    assert isinstance(prices, dict)
+    for instance_type, listed, always_on, example in rows:
+        price = prices["us-east-1"][instance_type]
+        assert float(listed) == price, instance_type
+        month = Decimal(repr(price)) * 730
+        assert Decimal(always_on) == month.quantize(Decimal("0.01"), ROUND_HALF_UP), instance_type
+        page = Month("2026-11", 37.2, price, "list price")
+        assert float(example) == page.estimated_cost_usd, instance_type
+    issue = Month("2026-11", 37.2, prices["us-east-1"]["g4dn.4xlarge"], "list price")
+    assert issue.line() == "This month: 37.2 h running ≈ $44.79 (list price)."
+    assert issue.line()[:-1] in readme.replace("\n", " ")  # the README quotes the page
