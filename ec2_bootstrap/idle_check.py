@@ -121,21 +121,37 @@ def restart_clock(path: Path, this_boot: str, since: datetime, reason: str) -> N
 
 
 def count_hours(state: dict[str, Any], now: datetime, this_boot: str, booted_at: datetime) -> None:
-    """The month's hours, counted into the state; a bug here must never stop the check."""
+    """The month's hours, counted into the state. A bug here must never stop the check nor the
+    stop: the record is then left as it was (logged), and month_tag says nothing."""
     try:
-        record = idle_month.count(state.get(idle_month.MONTH_KEY), now, this_boot, booted_at)
+        state[idle_month.MONTH_KEY] = idle_month.count(
+            state.get(idle_month.MONTH_KEY), now, this_boot, booted_at
+        )
     except Exception:
-        logger.exception("counting the month's hours failed; counting from this boot")
-        record = idle_month.count(None, now, this_boot, booted_at)
-    state[idle_month.MONTH_KEY] = record
+        logger.exception("counting the month's hours failed; the record stays as it was")
 
 
-def save_state(path: Path, state: dict[str, Any]) -> None:
+def month_tag(state: dict[str, Any], alone: bool = False) -> dict[str, str]:
+    """{MONTH_HOURS_TAG: value} of the state's record; with `alone`, only when the published
+    figure is behind. Empty when there is nothing to tell, or on any bug (logged)."""
+    try:
+        record = state[idle_month.MONTH_KEY]
+        if alone and not idle_month.behind(state.get(idle_month.PUBLISHED_KEY), record):
+            return {}
+        return {MONTH_HOURS_TAG: idle_month.tag_value(record)}
+    except Exception:
+        logger.exception("the month's hours can't be told; the verdict goes without them")
+        return {}
+
+
+def save_state(path: Path, state: dict[str, Any]) -> bool:
     """Atomically, never through a symlink; a full disk is logged and never stops the stop."""
     try:
         write_file(path, json.dumps(state, indent=1), 0o644)
     except OSError:
         logger.exception("could not save the idle state in %s", path)
+        return False
+    return True
 
 
 def look(
@@ -181,7 +197,7 @@ def act(
         reason = f"nobody worked for {options.idle_seconds / 60:g} min"
         state = {**state, "stopped_at": verdict.time.isoformat()}
         count_hours(state, utcnow(), *boot)  # the flush took a while: the session's last figure
-        values = stop_tags(told, reason, idle_month.tag_value(state[idle_month.MONTH_KEY]))
+        values = stop_tags(told, reason, month_tag(state).get(MONTH_HOURS_TAG))
         if options.notify:  # one call: the message never delays the stop past the timeout
             values[idle_notify.NOTIFY] = idle_notify.stopped_message(reason, options)
         if not publish(options, values, timeout=STOP_PUBLISH_TIMEOUT):
@@ -377,49 +393,82 @@ def main(argv: list[str] | None = None) -> int:
             write_file(options.verdict_file, json.dumps(told), 0o644)
         except OSError:
             logger.exception("could not write the verdict to %s", options.verdict_file)
+    message = None
     if verdict.action != "stop":
-        tell(state, verdict, options, told, booted_at)
-    save_state(options.state_file, state)
+        publish_verdict(state, options, told)
+        message = due_message(state, verdict, options, booted_at)
+    saved = save_state(options.state_file, state)  # with the message marked sent, if one is due
     print(json.dumps(verdict.record()), flush=True)
     if options.heartbeat_file is not None:  # this run completed: the fail-safe stands down
         try:
             write_file(options.heartbeat_file, verdict.time.isoformat(), 0o644)
         except OSError:
             logger.exception("could not touch %s", options.heartbeat_file)
-    act(verdict, state, options, told, (this_boot, booted_at))
+    act(verdict, state, options, told, (this_boot, booted_at))  # `wall` before the team's message
+    if message is not None:
+        tell_the_team(message, saved, state, options, verdict.time)
     return 0
 
 
-def tell(
-    state: dict[str, Any],
-    verdict: Verdict,
-    options: Options,
-    told: dict[str, Any],
-    booted_at: datetime,
-) -> None:
+def publish_verdict(state: dict[str, Any], options: Options, told: dict[str, Any]) -> None:
     """Tags when the verdict changed materially, with the month's hours, which also go alone
-    when the published ones fall behind; then a message due to the team, in its own call, so a
-    failed message never makes the tags go again. What failed is tried again at the next run."""
-    record = state[idle_month.MONTH_KEY]
+    when the published ones fall behind. What failed is tried again at the next run."""
     verdict_due = changed(state.get("published"), told)
-    values = tags(told) if verdict_due else {}
-    if verdict_due or idle_month.behind(state.get(idle_month.PUBLISHED_KEY), record):
-        values[MONTH_HOURS_TAG] = idle_month.tag_value(record)
+    values = {**tags(told), **month_tag(state)} if verdict_due else month_tag(state, alone=True)
     if values and publish(options, values):
         if verdict_due:
             state["published"] = summary(told)
-        state[idle_month.PUBLISHED_KEY] = idle_month.published(record)
-    message = idle_notify.due(state, verdict, options, verdict.time, booted_at)
-    if message is None or not options.publish_command:
-        return
-    text, sent = message
-    if options.dry_run:
+        if MONTH_HOURS_TAG in values:
+            state[idle_month.PUBLISHED_KEY] = idle_month.published(state[idle_month.MONTH_KEY])
+
+
+def due_message(
+    state: dict[str, Any], verdict: Verdict, options: Options, booted_at: datetime
+) -> tuple[str, dict[str, Any]] | None:
+    """The team's message due at this run, marked sent in the state before it goes (a state that
+    can't be saved then sends nothing: a full disk must not mean a message at every check), and
+    what the marks were before."""
+    if not options.publish_command:
+        return None
+    try:
+        due = idle_notify.due(state, verdict, options, verdict.time, booted_at)
+    except Exception:  # a bug here must never stop the check
+        logger.exception("the team's message could not be worked out")
+        return None
+    if due is None:
+        return None
+    text, sent = due
+    # Notebook names are the user's: no control character reaches SNS (which may refuse it).
+    text = "".join(char if char.isprintable() else " " for char in text)
+    before = {key: state.get(key) for key in sent}
+    state.update(sent)
+    return text, before
+
+
+def tell_the_team(
+    message: tuple[str, dict[str, Any]],
+    saved: bool,
+    state: dict[str, Any],
+    options: Options,
+    now: datetime,
+) -> None:
+    """Send the message marked sent in the saved state; when it fails, the marks are undone and
+    the next try waits idle_notify.RETRY_AFTER."""
+    text, before = message
+    if not saved:
+        logger.error("the idle state could not be saved, so the team is not told: %s", text)
+    elif options.dry_run:
         logger.info("dry run: the team is not told: %s", text)
     elif publish(options, {idle_notify.NOTIFY: text}, what="send the team a message"):
         logger.info("told the team: %s", text)
     else:
-        return
-    state.update(sent)
+        for key, value in before.items():
+            if value is None:
+                state.pop(key, None)
+            else:
+                state[key] = value
+        state[idle_notify.FAILED_KEY] = now.isoformat()
+        save_state(options.state_file, state)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,9 @@ def count(record: object, now: datetime, boot_id: str, booted_at: datetime) -> d
             old_hours = old["hours"] + hours_within(since, now, old_start, month_end(old_start))
             previous = {"month": old["month"], "hours": old_hours}
     hours += hours_within(since, now, start, month_end(start))
+    # Never more than the month has had: a clock that ran ahead and was set back would otherwise
+    # keep a figure the start link refuses (lambda_src/cost.py) for the rest of the month.
+    hours = min(hours, hours_within(start, now, start, month_end(start)))
     return {
         "month": this_month,
         "hours": hours,  # unrounded: 90,000 checks a month must not add up rounding errors

@@ -23,6 +23,11 @@ from idle_decision import CLOCK_SKEW, Options, Verdict, parse_time
 NOTIFY = "notify"  # publish_verdict.py's key for the message (not a tag)
 WARNING_TOLD_KEY = "warning_told"  # in the idle state: the idle period (its start) told about
 LONG_RUN_TOLD_KEY = "long_run_told_at"  # in the idle state, per boot: the last long-run message
+# In the idle state: when a message last failed to go out; the next try waits RETRY_AFTER, so a
+# refused or unreachable SNS costs one publish_verdict.py run (~0.5 s CPU) per RETRY_AFTER, not
+# per check, while a failed warning still gets a second try within the warning's 5 minutes.
+FAILED_KEY = "notify_failed_at"
+RETRY_AFTER = timedelta(minutes=2)
 LONG_RUN_EVERY = timedelta(days=1)
 SHOWN_REASONS = 3
 REASON_CHARS = 80
@@ -111,6 +116,9 @@ def due(
     """The message due at this run (not a stop's), and what to record in the state once it is
     sent; None when none is. The warning first: a long-run message waits for the next run."""
     if not options.notify:
+        return None
+    failed = parse_time(state.get(FAILED_KEY))
+    if failed is not None and failed <= now + CLOCK_SKEW and now - failed < RETRY_AFTER:
         return None
     period = warning(state, verdict)
     if period is not None:

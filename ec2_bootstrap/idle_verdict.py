@@ -82,17 +82,19 @@ def tags(told: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def stop_tags(told: dict[str, Any], reason: str, month_hours: str) -> dict[str, str]:
+def stop_tags(told: dict[str, Any], reason: str, month_hours: str | None) -> dict[str, str]:
     """The tags set just before the machine stops itself: the next start page says why, and the
-    month's hours as counted at the stop (idle_month.tag_value)."""
-    return {
+    month's hours as counted at the stop (idle_month.tag_value; None: not known, not told)."""
+    values = {
         **tags(told),
         AWAKE_BECAUSE_TAG: "",
         STOPS_AT_TAG: "",
         STOP_REASON_TAG: reason[:TAG_VALUE_CHARS],
         STOPPED_AT_TAG: told["updated_at"],
-        MONTH_HOURS_TAG: month_hours,
     }
+    if month_hours is not None:
+        values[MONTH_HOURS_TAG] = month_hours
+    return values
 
 
 def summary(told: dict[str, Any]) -> dict[str, Any]:

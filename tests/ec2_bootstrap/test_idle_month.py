@@ -110,6 +110,20 @@ def test_a_clock_set_back_adds_nothing_and_counting_goes_on_from_there() -> None
     assert hours(record) == pytest.approx(1.0 + 30 / 3600)
 
 
+def test_hours_never_exceed_the_months_time_so_a_clock_set_back_keeps_a_figure_the_link_takes() -> (
+    None
+):
+    """An always-on machine whose clock ran 10 min ahead, then was set back: the record keeps
+    what the month has had by the corrected clock (lambda_src/cost.py refuses more)."""
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    ahead = start + timedelta(days=3, minutes=10)  # the clock 10 min ahead
+    record = count(None, ahead, "b1", start)
+    assert hours(record) == pytest.approx(72 + 10 / 60)
+    corrected = start + timedelta(days=3, seconds=30)
+    record = count(record, corrected, "b1", start)
+    assert hours(record) <= (corrected - start).total_seconds() / 3600
+
+
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 GOOD = {"month": "2026-11", "hours": 10.0, "at": "2026-11-20T11:59:30+00:00", "boot_id": "b1"}
 BROKEN = {

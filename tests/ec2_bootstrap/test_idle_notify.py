@@ -279,7 +279,9 @@ def test_a_failed_warning_is_sent_at_a_later_run_but_not_after_the_stop(
     assert instance.check(after=timedelta(minutes=30, seconds=30))["action"] == "warn"
     assert team.texts() == []
     instance.topic(team.topic)
-    instance.check(after=CHECK)  # still in the warning: sent now
+    instance.check(after=CHECK)  # a retry waits idle_notify.RETRY_AFTER
+    assert team.texts() == []
+    instance.check(after=idle_notify.RETRY_AFTER)  # still in the warning: sent now
     assert team.texts() == [f"Jupyter Lab stops at 08:40 UTC because nobody is working: {LINK}"]
     instance.seen = ["kernel busy: a.ipynb"]
     instance.check(after=CHECK)
