@@ -299,7 +299,6 @@ def test_the_wake_in_new_code_enables_and_starts_the_units_new_to_the_previous_v
     """The previous version's sync enabled only the units it knew (no spot watcher): the wake it
     execs in this code enables this version's and starts the watcher at this very boot."""
     import boot_ready
-
     from tests.ec2_bootstrap.test_bundle import recording_systemctl
 
     monkeypatch.setattr(boot_ready, "READY_TIMEOUT", 0.5)
