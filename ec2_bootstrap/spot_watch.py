@@ -37,9 +37,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from idle_check import IMDS_URL, instance_defaults, publish_command, run_command
+from idle_check import (
+    IMDS_URL,
+    count_hours,
+    instance_defaults,
+    load_state,
+    month_tag,
+    publish_command,
+    run_command,
+)
 from idle_decision import UTC, parse_time
 from idle_keep_awake import iso
+from idle_proc import boot_id, boot_time
 from idle_tags import STOP_REASON_TAG, STOPPED_AT_TAG
 from layout import Paths, read_config
 from rootfs import read_regular, write_file
@@ -169,6 +178,7 @@ def handle(notice: Notice, options: Options, now: datetime) -> None:
     values = {
         STOP_REASON_TAG: STOP_REASON,
         STOPPED_AT_TAG: iso(notice.time),
+        **month_hours_at(options.instance, notice.time),
         NOTIFY: team_message(notice, options.page_url),
     }
     publisher = threading.Thread(target=publish_stop, args=(publish, values), daemon=True)
@@ -182,6 +192,21 @@ def handle(notice: Notice, options: Options, now: datetime) -> None:
     else:
         logger.error("no autosave flush (no venv or git_autosave.py yet): nothing pushed")
     publisher.join()
+
+
+def month_hours_at(paths: Paths | None, when: datetime) -> dict[str, str]:
+    """The month's hours tag as the idle checker keeps them, counted on to AWS's stop time (the
+    checker won't run again this session); read only: the checker alone writes its state."""
+    if paths is None:
+        return {}
+    try:
+        this_boot, booted_at = boot_id(), boot_time()
+        state = load_state(paths.idle_state, this_boot, booted_at)
+        count_hours(state, max(when, datetime.now(UTC)), this_boot, booted_at)
+        return month_tag(state)
+    except Exception:  # the stop reason and the flush matter more
+        logger.exception("the month's hours are not tagged")
+        return {}
 
 
 def commands(options: Options) -> tuple[str | None, str | None]:

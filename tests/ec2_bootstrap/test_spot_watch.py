@@ -31,7 +31,7 @@ import pytest
 import layout
 from demo import units
 from demo.git_remote import GitRemote
-from idle_tags import STOP_REASON_TAG, STOPPED_AT_TAG
+from idle_tags import MONTH_HOURS_TAG, STOP_REASON_TAG, STOPPED_AT_TAG
 from layout import SYSTEM_PYTHON, env_file
 from spot_watch import Notice, parse_notice
 from tests.ec2_bootstrap.autosave_support import instance_clone, wait_for
@@ -418,6 +418,8 @@ def test_on_the_instance_the_real_flush_pushes_and_publish_verdict_tags_and_tell
             Filters=[{"Name": "resource-id", "Values": [instance["InstanceId"]]}])["Tags"]}  # fmt: skip
         assert tags[STOP_REASON_TAG] == "stopped by AWS spot interruption"
         assert tags[STOPPED_AT_TAG] == iso(when)
+        # The month's hours, counted on to AWS's stop time from the boot (no idle state yet).
+        assert tags[MONTH_HOURS_TAG].startswith(f"month={when:%Y-%m} hours=")
         from moto.sns.models import sns_backends
 
         sent = sns_backends[MOTO_ACCOUNT][REGION].topics[topic].sent_notifications
