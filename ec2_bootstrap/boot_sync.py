@@ -33,7 +33,15 @@ from layout import (
     settings_parameter,
     unit_values,
 )
-from rootfs import ensure_dir, is_regular, owner_ids, read_root_env, systemctl, write_file
+from rootfs import (
+    ensure_dir,
+    is_regular,
+    owner_ids,
+    read_regular,
+    read_root_env,
+    systemctl,
+    write_file,
+)
 
 logger = logging.getLogger("jupyter_on_demand.boot")
 
@@ -84,6 +92,16 @@ def get_parameters(ssm: Any, names: list[str], decrypt: bool = False) -> dict[st
 
 def fetch_bundle(config: dict[str, str], ssm: Any = None) -> dict[str, str]:
     """The instance code {file name: content} from its SSM chunks, checked against the manifest."""
+    files = fetch_code(config, ssm)[1]
+    assert files is not None
+    return files
+
+
+def fetch_code(
+    config: dict[str, str], ssm: Any = None, installed: str | None = None
+) -> tuple[str, dict[str, str] | None]:
+    """The manifest's SHA-256 and the instance code {file name: content}, checked against it;
+    None for the code when its SHA-256 is `installed` (the chunks are then not read)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     prefix = config["BOOTSTRAP_PARAMETER_PREFIX"]
@@ -91,9 +109,12 @@ def fetch_bundle(config: dict[str, str], ssm: Any = None) -> dict[str, str]:
         ssm = ssm or aws_client("ssm", config)
         name = manifest_parameter(prefix)
         manifest = json.loads(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+        sha = str(manifest["sha256"])
+        if installed is not None and sha == installed:
+            return sha, None
         names = chunk_parameters(prefix, manifest)
         chunks = get_parameters(ssm, names)
-        return decode_bundle([chunks[name]["Value"] for name in names], manifest)
+        return sha, decode_bundle([chunks[name]["Value"] for name in names], manifest)
     except (BotoCoreError, ClientError, ValueError, KeyError, TypeError, BootError) as error:
         raise BootError(f"cannot read the instance code from SSM {prefix}/*: {error}") from error
 
@@ -229,8 +250,15 @@ def sync_step(paths: Paths, ssm: Any = None, keep_last_good: bool = False) -> li
     where = bootstrap_location(paths)
     ssm = ssm or aws_client("ssm", where)
     changed: list[str] = []
+    stamp = read_regular(paths.bundle_stamp)
     try:
-        changed = install_code(paths, fetch_bundle(where, ssm))
+        sha, files = fetch_code(where, ssm, stamp.decode(errors="replace") if stamp else None)
+        if files is None:
+            logger.info("instance code unchanged (SHA-256 %s…): nothing fetched", sha[:12])
+        else:
+            paths.bundle_stamp.unlink(missing_ok=True)  # until the whole bundle is in place
+            changed = install_code(paths, files)
+            write_file(paths.bundle_stamp, sha, 0o644)
     except BootError as error:
         if not keep_last_good:
             raise

@@ -177,6 +177,12 @@ class Paths:
         return self.state / "repo-inputs.json"
 
     @property
+    def bundle_stamp(self) -> Path:
+        """The SHA-256 of the code bundle last installed whole: a wake whose manifest says the
+        same fetches no chunk and rewrites no file."""
+        return self.state / "bundle-sha256"
+
+    @property
     def install_stamp(self) -> Path:
         return self.state / "installed"
 

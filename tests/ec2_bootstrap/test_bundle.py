@@ -7,6 +7,7 @@ import base64
 import getpass
 import gzip
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -44,6 +45,7 @@ def paths(tmp_path, monkeypatch) -> layout.Paths:
         "JOD_APP_DIR": str(tmp_path / "app"),
         "JOD_SYSTEMD_DIR": str(tmp_path / "systemd"),
         "JOD_RUN_DIR": str(tmp_path / "run"),
+        "JOD_STATE_DIR": str(tmp_path / "state"),
         "JOD_USER": getpass.getuser(),
         "JOD_SYSTEMCTL": "true",
     }.items():
@@ -179,6 +181,7 @@ def test_a_new_labextension_build_replaces_the_old_ones_files(ssm, paths) -> Non
     (paths.app / "labextensions" / "stale-extension" / "static").mkdir(parents=True)
     (paths.app / "labextensions" / "stale-extension" / "static" / "x.js").write_text("x")
     (paths.app / "notes.txt").write_text("not the labextension's: kept")
+    paths.bundle_stamp.unlink()  # as when a new bundle (the new build) arrives
     assert boot.main(["sync"]) == 0
     assert not old.exists()
     assert not (paths.app / "labextensions" / "stale-extension").exists()
@@ -212,10 +215,39 @@ def test_sync_twice_changes_nothing(ssm, paths) -> None:
 def test_a_tampered_chunk_is_refused_and_the_installed_code_kept(ssm, paths, caplog) -> None:
     assert boot.main(["sync"]) == 0
     before = (paths.app / "idle_check.py").read_text()
+    # A new manifest (as an apply writes) whose chunks don't match it.
+    manifest = json.loads(ssm.get_parameter(Name=f"{PREFIX}/manifest")["Parameter"]["Value"])
+    manifest["sha256"] = "0" * 64
+    ssm.put_parameter(
+        Name=f"{PREFIX}/manifest", Value=json.dumps(manifest), Type="String", Overwrite=True
+    )
     ssm.put_parameter(Name=f"{PREFIX}/0", Value="A" * 100, Type="String", Overwrite=True)
     assert boot.main(["sync"]) == 1
     assert "does not match its SHA-256" in caplog.text
     assert (paths.app / "idle_check.py").read_text() == before
+    assert paths.bundle_stamp.read_text() != "0" * 64  # still the bundle installed before
+
+
+def test_an_unchanged_bundle_is_neither_fetched_nor_written_again(ssm, paths, caplog) -> None:
+    """A wake whose manifest names the bundle installed last reads no chunk (here: they are
+    gone, and the sync still succeeds) and rewrites no file; a new manifest installs again."""
+    caplog.set_level(logging.INFO, logger="jupyter_on_demand.boot")
+    assert boot.main(["sync"]) == 0
+    sha = json.loads(ssm.get_parameter(Name=f"{PREFIX}/manifest")["Parameter"]["Value"])["sha256"]
+    assert paths.bundle_stamp.read_text() == sha
+    chunks = [p["Name"] for p in ssm.get_parameters_by_path(Path=PREFIX)["Parameters"]
+              if p["Name"].rsplit("/", 1)[1].isdigit()]  # fmt: skip
+    saved = {name: ssm.get_parameter(Name=name)["Parameter"]["Value"] for name in chunks}
+    ssm.delete_parameters(Names=chunks)
+    (paths.app / "idle_check.py").write_text("# changed on the disk by root\n")
+    assert boot.main(["sync"]) == 0
+    assert "instance code unchanged" in caplog.text
+    assert (paths.app / "idle_check.py").read_text() == "# changed on the disk by root\n"
+    for name, value in saved.items():
+        ssm.put_parameter(Name=name, Value=value, Type="String")
+    paths.bundle_stamp.unlink()  # as after a failed install: the whole bundle again
+    assert boot.main(["sync"]) == 0
+    assert (paths.app / "idle_check.py").read_text() == (BOOTSTRAP / "idle_check.py").read_text()
 
 
 def test_missing_code_parameters_say_what_to_do(paths, caplog) -> None:
