@@ -88,7 +88,8 @@ def password_matches(hashed: str, password: str) -> bool:
 def hashed_password(paths: Paths, password: str, current: str | None) -> str:
     """The argon2 hash; the current one is kept when it still matches (salted hashes differ).
 
-    argon2 is slow on purpose: a wake whose password didn't change skips it. Root's record
+    argon2 is slow on purpose: a wake whose password didn't change skips it, and one whose
+    password changed hashes it once, without checking the old hash first. Root's record
     (state/password-check.json, 0600, in root's folder) holds the hash it last checked and an
     HMAC of the password under a random key of its own; only when both match is the hash kept
     unchecked. The record tells no more than root can read anyway (the instance role reads the
@@ -100,12 +101,10 @@ def hashed_password(paths: Paths, password: str, current: str | None) -> str:
     except (ValueError, KeyError, TypeError):
         record, key = {}, secrets.token_bytes(32)
     fingerprint = hmac.new(key, password.encode(), hashlib.sha256).hexdigest()
-    if (
-        current
-        and record.get("hash") == current
-        and hmac.compare_digest(str(record.get("fingerprint", "")), fingerprint)
-    ):
-        return current
+    if current and record.get("hash") == current:
+        if hmac.compare_digest(str(record.get("fingerprint", "")), fingerprint):
+            return current
+        current = None  # the hash of another password, as the record says: no argon2 check
     if not (current and password_matches(current, password)):
         current = argon2_hash(password)
         logger.info("the team password changed: hashed it anew (argon2)")

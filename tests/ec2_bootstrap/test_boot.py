@@ -332,6 +332,24 @@ def test_an_unchanged_password_is_not_hashed_or_checked_again(
     assert paths.jupyter_env.read_bytes() == before
 
 
+def test_a_new_password_is_hashed_once_without_checking_the_old_hash(
+    ssm, paths, remote, monkeypatch
+) -> None:
+    import boot_secrets
+
+    assert boot.main(["secrets"]) == 0
+    ssm.put_parameter(Name="/jod/team-pass", Value="another-password", Type="SecureString",
+                      Overwrite=True)  # fmt: skip
+
+    def refuse(*args: object) -> bool:
+        raise AssertionError("argon2 checked the old hash although the record says it changed")
+
+    monkeypatch.setattr(boot_secrets, "password_matches", refuse)
+    assert boot.main(["secrets"]) == 0
+    hashed = layout.read_config(paths.jupyter_env)["JUPYTER_HASHED_PASSWORD"]
+    assert passwd_check(hashed, "another-password")
+
+
 @pytest.mark.parametrize("fault", ["other password", "other hash", "corrupt"])
 def test_a_password_record_that_does_not_match_is_checked_in_full(
     ssm, paths, remote, fault: str
