@@ -193,7 +193,7 @@ variable "long_run_hours" {
 variable "market" {
   type        = string
   default     = "on-demand"
-  description = "How EC2 sells the machine: \"on-demand\" (the list price, started whenever asked while AWS has capacity) or \"spot\" (spare capacity, typically 60-70 % cheaper; a persistent request that AWS may interrupt with a 2-minute notice, which stops the machine and keeps its disk, and the link starts it again once capacity is back). Switching market replaces the instance: a new machine with a new disk (push or save everyone's work first; saved work is in GitHub)."
+  description = "How EC2 sells the machine: \"on-demand\" (the list price, started whenever asked while AWS has capacity) or \"spot\" (spare capacity, typically 60-70 % cheaper; a persistent request that AWS may interrupt with a 2-minute notice, which stops the machine and keeps its disk; AWS alone starts it again once capacity is back). Before switching market or destroying, cancel the stack's spot request (aws ec2 cancel-spot-instance-requests), which the provider may leave behind. Switching market replaces the instance: a new machine with a new disk (push or save everyone's work first; saved work is in GitHub)."
 
   validation {
     condition     = contains(["on-demand", "spot"], var.market)
@@ -216,7 +216,7 @@ variable "monthly_budget_usd" {
   type        = number
   default     = null
   nullable    = true
-  description = "Monthly AWS Budgets cost budget (USD) for the resources this stack tags (Stack = name_prefix); it emails notify_emails at 80 % and 100 % of actual spend and at 100 % of forecast spend. null: no budget. Two budgets per account are free, each further one about $0.02 a day. The budget sees costs only once the tag key \"Stack\" is activated as a cost allocation tag (Billing console > Cost allocation tags); AWS offers a key there only after it has appeared in billing data (up to 24 h after the first apply), so Terraform can't activate it for you, and costs before activation are not counted."
+  description = "Monthly AWS Budgets cost budget (USD) for the resources this stack tags (Stack = name_prefix); it emails notify_emails at 80 % and 100 % of actual spend and at 100 % of forecast spend. null: no budget. Two budgets per account are free, each further one about $0.02 a day. The budget sees costs only once the tag key \"Stack\" is activated as a cost allocation tag (Billing console > Cost allocation tags); AWS offers a key there only after it has appeared in billing data (up to 24 h after the first apply), so Terraform can't activate it for you; earlier costs count once backfilled (aws ce start-cost-allocation-tag-backfill)."
 
   validation {
     condition     = var.monthly_budget_usd == null ? true : var.monthly_budget_usd > 0
