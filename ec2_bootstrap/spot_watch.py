@@ -159,8 +159,8 @@ def team_message(notice: Notice, page_url: str) -> str:
     link = f": {page_url}/status?view=page" if page_url else "."
     return (
         f"Jupyter Lab stops at {notice.time.strftime('%H:%M')} UTC: AWS reclaims its spot "
-        "capacity. The work is saved to GitHub; the start link starts it again when AWS has "
-        f"capacity{link}"
+        "capacity. The work is saved to GitHub; AWS starts it again when it has capacity, and "
+        f"the page says so{link}"
     )
 
 

@@ -169,8 +169,8 @@ def test_a_notice_flushes_warns_writes_the_notice_and_records_the_stop_reason(
             STOP_REASON_TAG: "stopped by AWS spot interruption",
             STOPPED_AT_TAG: iso(when),
             "notify": f"Jupyter Lab stops at {when:%H:%M} UTC: AWS reclaims its spot capacity. "
-            "The work is saved to GitHub; the start link starts it again when AWS has capacity: "
-            f"{PAGE_URL}/status?view=page",
+            "The work is saved to GitHub; AWS starts it again when it has capacity, and the "
+            f"page says so: {PAGE_URL}/status?view=page",
         }
     ]
     record = json.loads(notice_file.read_text())
@@ -425,8 +425,8 @@ def test_on_the_instance_the_real_flush_pushes_and_publish_verdict_tags_and_tell
         sent = sns_backends[MOTO_ACCOUNT][REGION].topics[topic].sent_notifications
         assert [(message, subject) for _, message, subject, _, _ in sent] == [
             (f"Jupyter Lab stops at {when:%H:%M} UTC: AWS reclaims its spot capacity. The work "
-             "is saved to GitHub; the start link starts it again when AWS has capacity: "
-             f"{PAGE_URL}/status?view=page", "jupyter-on-demand")
+             "is saved to GitHub; AWS starts it again when it has capacity, and the page says "
+             f"so: {PAGE_URL}/status?view=page", "jupyter-on-demand")
         ]  # fmt: skip
     assert fakes.lines(fakes.wall_log) == [warning(when)]
     assert json.loads((tmp_path / "run" / "spot-interruption.json").read_text())["time"] == iso(
