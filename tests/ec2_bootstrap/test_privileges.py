@@ -188,6 +188,7 @@ def root_written(paths: Paths) -> list[Path]:
         paths.keyfile,
         paths.idle_state,
         paths.install_stamp,
+        paths.bundle_stamp,
         paths.idle_heartbeat,
         paths.config,
         paths.app / "boot.py",
