@@ -2,11 +2,11 @@
 link, sent through publish_verdict.py's NOTIFY key to the settings' NOTIFY_TOPIC_ARN (SNS; the
 admin's notify_emails). Options.notify is on only when that topic is set. No I/O here: what is
 due, from the state, the verdict and the time; idle_check.py sends it and marks it sent.
-  - the warning, once per idle period (the one idle_decision gives), retried at the next runs
+  - the warning, once per idle period (the one idle_decision gives), retried RETRY_AFTER later
     while the warning stands: not after new activity, never after the stop;
   - the stop, with its reason, in the same publish call as the stop tags (idle_check.act);
   - a long session: past Options.long_run_seconds since the boot, then every LONG_RUN_EVERY,
-    saying what keeps the machine awake; retried at the next run when it could not be sent.
+    saying what keeps the machine awake; retried RETRY_AFTER later when it could not be sent.
 Never the password, never a command line: the reasons name programs without their arguments
 (idle_signals.program), as the tags do.
 """
