@@ -126,14 +126,20 @@ def publish(
     timeout: float = 30,
     what: str = "tag the instance with the verdict",
 ) -> bool:
-    """Tag the instance and/or tell the team (publish_command, the tags and the message as JSON
-    on its stdin); False when it failed, which is logged (`what` failed) and retried at a later
-    run. Never raises: the stop comes after it."""
+    """Tag the instance and/or tell the team with the checker's publish command (run_publish);
+    False when there is none or it failed, which is retried at a later run."""
     if not options.publish_command:
         return False
+    return run_publish(options.publish_command, values, timeout, what)
+
+
+def run_publish(command: str, values: dict[str, str], timeout: float, what: str) -> bool:
+    """Run `command` (publish_verdict.py: the tags and the message as JSON on its stdin); False
+    when it failed, which is logged (`what` failed). Never raises: a stop comes after it. The
+    idle checker's and the spot watcher's one way to reach AWS."""
     try:
         result = subprocess.run(
-            shlex.split(options.publish_command),
+            shlex.split(command),
             input=json.dumps(values),
             capture_output=True,
             text=True,

@@ -25,7 +25,6 @@ import http.client
 import json
 import logging
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from idle_decision import UTC, parse_time
 from idle_keep_awake import iso
 from idle_proc import boot_id, boot_time
 from idle_tags import STOP_REASON_TAG, STOPPED_AT_TAG
+from idle_verdict import run_publish
 from layout import Paths, read_config
 from rootfs import read_regular, write_file
 
@@ -233,25 +233,8 @@ def publish_stop(command: str | None, values: dict[str, str]) -> None:
     """publish_verdict.py with the values on its stdin (in a thread, while the flush runs); what
     went wrong is logged."""
     if not command:
-        logger.error("the stop reason is not tagged: no publish command (no venv yet)")
-        return
-    try:
-        result = subprocess.run(
-            shlex.split(command),
-            input=json.dumps(values),
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=PUBLISH_TIMEOUT,
-            check=False,
-        )
-    except (OSError, ValueError, subprocess.SubprocessError) as error:
-        logger.error("the stop reason is not tagged: %s", error)
-        return
-    if result.returncode != 0:
-        logger.error("the stop reason is not tagged (%s): %s", result.returncode,
-                     result.stderr.strip()[-500:])  # fmt: skip
-    else:
+        logger.error("could not tag the stop reason: no publish command (no venv yet)")
+    elif run_publish(command, values, PUBLISH_TIMEOUT, "tag the stop reason"):
         logger.info("stop reason tagged: %s", STOP_REASON)
 
 

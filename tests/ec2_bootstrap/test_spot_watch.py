@@ -192,7 +192,7 @@ def test_a_failed_flush_and_a_failed_publish_are_logged_and_skip_nothing_else(
     notice_file = tmp_path / "run" / "spot-interruption.json"
     FakeIMDS.spot_notice, when = notice_at()
     with watching(spot_args(imds, fakes, notice_file), fakes.env(), tmp_path / "w.log") as w:
-        w.says("the stop reason is not tagged (1): no credentials")
+        w.says("could not tag the stop reason (1): no credentials")
         w.says("autosave flush failed (1); the work stays committed on the disk")
         polls_after(3)
         assert w.process.poll() is None, w.logs()
