@@ -17,7 +17,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from layout import FLUSH_UNIT, JUPYTER_UNIT, SPOT_UNIT, SYSTEM_PYTHON, Paths, read_config
+from layout import (
+    FLUSH_UNIT,
+    JUPYTER_UNIT,
+    SPOT_UNIT,
+    SYSTEM_PYTHON,
+    BootError,
+    Paths,
+    read_config,
+)
 from rootfs import (
     ensure_dir,
     is_regular,
@@ -168,6 +176,18 @@ def record_install_inputs(paths: Paths) -> None:
     write_file(paths.install_inputs, output, 0o644, owner_ids("root"))
 
 
+def stop_jupyter() -> bool:
+    """Jupyter's unit is not ordered after this one (its imports start with the boot's other
+    units, while this unit's check runs): stop it before anything changes under it. False when
+    there was nothing to stop (the first boot has no Jupyter unit yet): said, not raised."""
+    try:
+        systemctl("stop", JUPYTER_UNIT)
+    except BootError as error:
+        logger.info("Jupyter not stopped before the install: %s", error)
+        return False
+    return True
+
+
 def install_step(paths: Paths) -> None:
     # config.env may not exist yet (the first boot): the site's settings are what pip needs, and
     # `sync` below writes config.env before any unit that reads it starts.
@@ -179,14 +199,22 @@ def install_step(paths: Paths) -> None:
         logger.info("already installed; nothing to do")
         return
     paths.install_inputs.unlink(missing_ok=True)
-    ensure_packages()
-    ensure_user(paths)
-    deny_scheduled_jobs(paths)
-    ensure_state_dirs(paths)
-    ensure_venv(paths, config)
-    run(str(paths.venv_python), str(paths.app / "boot.py"), "sync")
-    write_file(stamp, inputs, 0o644)
-    record_install_inputs(paths)
+    stopped = stop_jupyter()
+    try:
+        ensure_packages()
+        ensure_user(paths)
+        deny_scheduled_jobs(paths)
+        ensure_state_dirs(paths)
+        ensure_venv(paths, config)
+        run(str(paths.venv_python), str(paths.app / "boot.py"), "sync")
+        write_file(stamp, inputs, 0o644)
+        record_install_inputs(paths)
+    except BaseException:
+        # As when Jupyter was ordered after this unit: it starts after a failed install too
+        # (a download that failed leaves the venv as it was), and the next boot installs again.
+        if stopped:
+            systemctl("start", "--no-block", JUPYTER_UNIT)
+        raise
     # The units run the wake (which ends with the ready tag) and Jupyter, and watch for a spot
     # interruption; --no-block: they order themselves after this unit, which is still running.
     systemctl("start", "--no-block", JUPYTER_UNIT, FLUSH_UNIT, SPOT_UNIT)

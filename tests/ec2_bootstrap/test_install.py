@@ -120,8 +120,12 @@ def install_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, 
     app = tmp_path / "app"
     app.mkdir()
     (app / "requirements.txt").write_text("jupyterlab==4.6.6\n")
+    systemctl = tools / "systemctl"  # never the host's
+    systemctl.write_text("#!/bin/sh\nexit 0\n")
+    systemctl.chmod(0o755)
     for key, value in {
         "PATH": f"{tools}:/usr/bin:/bin",
+        "JOD_SYSTEMCTL": str(systemctl),
         "JOD_RETRY_SECONDS": "0.01",
         "JOD_CONFIG": str(config),
         "JOD_APP_DIR": str(app),
@@ -156,6 +160,47 @@ def test_an_installed_instance_returns_at_once_and_a_changed_requirement_reinsta
     (app / "requirements.txt").write_text("jupyterlab==4.7.0\n")
     assert boot.main(["install"]) == 1  # it reinstalls (here: apt fails)
     assert (tools / "apt-calls").exists()
+
+
+@pytest.mark.parametrize("stop_fails", [False, True], ids=["jupyter running", "no jupyter unit"])
+def test_an_install_stops_jupyter_before_it_touches_the_venv(
+    tmp_path, monkeypatch, stop_fails: bool
+) -> None:
+    """Jupyter is not ordered after the install unit (its imports start with the boot's other
+    units, not after the install's check): an install that does run stops it before the first
+    package or pip call, and starts it again when done, even when it failed. The first boot has
+    no Jupyter unit yet: a stop that fails is no failure of the install."""
+    tools, _ = install_env(tmp_path, monkeypatch)
+    calls = tools / "calls"
+    systemctl = tools / "systemctl"  # install_env's, logging
+    systemctl.write_text(
+        f'#!/bin/sh\necho "systemctl $*" >> "{calls}"\n'
+        + ('[ "$1" = stop ] && { echo "Unit not loaded." >&2; exit 5; }\n' if stop_fails else "")
+    )
+    apt = tools / "apt-get"
+    apt.write_text(
+        apt.read_text().replace("#!/bin/sh\n", f'#!/bin/sh\necho "apt-get" >> "{calls}"\n', 1)
+    )
+    assert boot.main(["install"]) == 1  # apt fails here, after the stop
+    logged = calls.read_text().splitlines()
+    assert logged[0] == f"systemctl stop {layout.JUPYTER_UNIT}"
+    # A failed install starts the Jupyter it stopped again (the venv is as it was).
+    restart = [] if stop_fails else [f"systemctl start --no-block {layout.JUPYTER_UNIT}"]
+    assert logged[1:] == ["apt-get"] * 4 + restart
+    jupyter = unit(layout.JUPYTER_UNIT)
+    assert "jupyter-on-demand-install.service" not in words(jupyter, "Unit", "After")
+    # Nor through the flush unit, which Jupyter follows (its Before=), and whose start runs no
+    # process: Jupyter starts as soon as the boot reaches its units (a /bin/true as the user was
+    # 1.2 s of the VM test's wake, spawned among the boot's other units).
+    flush = unit(layout.FLUSH_UNIT)
+    assert layout.JUPYTER_UNIT in words(flush, "Unit", "Before")
+    assert "jupyter-on-demand-install.service" not in words(flush, "Unit", "After")
+    assert "ExecStart" not in flush["Service"]
+    assert flush.get("Service", "Type") == "oneshot"
+    assert flush.get("Service", "RemainAfterExit") == "yes"  # active until the shutdown stops it
+    assert jupyter.get("Service", "StartupCPUWeight") == "1000"
+    # The install's check is on the wake's path too: ahead of the boot's other units on the CPU.
+    assert unit(layout.INSTALL_UNIT).get("Service", "StartupCPUWeight") == "1000"
 
 
 def install_unit_runs(paths: layout.Paths) -> bool:
@@ -445,11 +490,11 @@ def test_one_process_runs_the_wake_and_jupyter_waits_for_it() -> None:
     assert secrets.get("Service", "ExecStart").endswith("/boot.py wake")
     assert not {"ExecStartPre", "ExecStartPost", "EnvironmentFile"} & set(secrets["Service"])
     assert "jupyter-on-demand-install.service" in words(secrets, "Unit", "After")
-    # Jupyter starts with the wake (its imports overlap it) and waits for root's marker of this
+    # Jupyter starts before the wake (its imports overlap it) and waits for root's marker of this
     # boot's successful wake (test_wake_wait.py); bound to the secrets unit, it stops if that fails.
     jupyter = unit("jupyter-on-demand.service")
     assert "jupyter-on-demand-secrets.service" in words(jupyter, "Unit", "BindsTo")
-    assert "jupyter-on-demand-install.service" in words(jupyter, "Unit", "After")
+    assert not words(jupyter, "Unit", "After")  # test_an_install_stops_jupyter_before_...
     lines = (BOOTSTRAP / "jupyter-on-demand.service").read_text().splitlines()
     assert "Environment=JOD_WAIT_FOR_WAKE=1" in lines
     assert jupyter.get("Service", "RestartPreventExitStatus") == "3"
