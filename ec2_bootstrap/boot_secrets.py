@@ -53,10 +53,13 @@ def fetch_secrets(config: dict[str, str], ssm: Any = None) -> tuple[str, str]:
     return password, token
 
 
-# jupyter_server.auth.security.passwd(algorithm="argon2"): these parameters, and "argon2:" before
-# argon2-cffi's own encoded hash. Made here with argon2-cffi itself: importing jupyter_server.auth
-# (tornado, traitlets, jupyter_core...) cost the wake more CPU than the hash.
-ARGON2_PARAMETERS: dict[str, Any] = {"memory_cost": 10240, "time_cost": 10, "parallelism": 8}
+# jupyter_server.auth.security.passwd(algorithm="argon2"): its memory and passes, and "argon2:"
+# before argon2-cffi's own encoded hash. Made here with argon2-cffi itself: importing
+# jupyter_server.auth (tornado, traitlets, jupyter_core...) cost the wake more CPU than the hash.
+# One lane, not jupyter_server's 8: the same memory and passes for each guess, without 8 threads
+# taking both CPUs from Jupyter's start at a wake (0.77 CPU-s on one, against 1.1 on two, under
+# the VM test's emulation). argon2 reads them from the hash when Jupyter checks a login.
+ARGON2_PARAMETERS: dict[str, Any] = {"memory_cost": 10240, "time_cost": 10, "parallelism": 1}
 ARGON2_PREFIX = "argon2:"
 
 
