@@ -41,28 +41,16 @@ resource "aws_budgets_budget" "monthly" {
     values = [format("user:Stack$%s", var.name_prefix)]
   }
 
-  notification {
-    comparison_operator        = "GREATER_THAN"
-    threshold                  = 80
-    threshold_type             = "PERCENTAGE"
-    notification_type          = "ACTUAL"
-    subscriber_email_addresses = var.notify_emails
-  }
-
-  notification {
-    comparison_operator        = "GREATER_THAN"
-    threshold                  = 100
-    threshold_type             = "PERCENTAGE"
-    notification_type          = "ACTUAL"
-    subscriber_email_addresses = var.notify_emails
-  }
-
-  notification {
-    comparison_operator        = "GREATER_THAN"
-    threshold                  = 100
-    threshold_type             = "PERCENTAGE"
-    notification_type          = "FORECASTED"
-    subscriber_email_addresses = var.notify_emails
+  # 80 % and 100 % of the actual spend, and 100 % of the forecast.
+  dynamic "notification" {
+    for_each = [["ACTUAL", 80], ["ACTUAL", 100], ["FORECASTED", 100]]
+    content {
+      comparison_operator        = "GREATER_THAN"
+      threshold                  = notification.value[1]
+      threshold_type             = "PERCENTAGE"
+      notification_type          = notification.value[0]
+      subscriber_email_addresses = var.notify_emails
+    }
   }
 }
 
