@@ -40,11 +40,15 @@ fmt: $(STAMP) units
 	@$(NEED_TERRAFORM)
 	terraform fmt -recursive infrastructure
 
+# Everything but the VM test in TEST_WORKERS processes (a file's tests stay in one), then the VM
+# test alone: its wake phases are timings, which other tests' load would change.
+TEST_WORKERS ?= 3
 test: $(STAMP) lint
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not vm" -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -m vm
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not vm"
+	$(PY) -m pytest -m "not vm" -n $(TEST_WORKERS) --dist loadfile
 
 test-vm: $(STAMP)
 	$(PY) -m pytest -m vm

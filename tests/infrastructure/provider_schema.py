@@ -24,6 +24,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from tests.support.locks import cache_lock
+
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "provider-schema"
 
@@ -137,8 +139,9 @@ def load(provider: str) -> dict[str, Any]:
     """The slim schema of one provider, extracted once and cached."""
     package, version = PACKAGES[provider]
     cached = CACHE / f"{package}-{version}-{SCHEMA_FORMAT}.json"
-    if not cached.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        schema = extract(download_assembly(package, version))
-        cached.write_text(json.dumps(schema, sort_keys=True))
+    with cache_lock("provider-schema"):
+        if not cached.exists():
+            CACHE.mkdir(parents=True, exist_ok=True)
+            schema = extract(download_assembly(package, version))
+            cached.write_text(json.dumps(schema, sort_keys=True))
     return json.loads(cached.read_text())

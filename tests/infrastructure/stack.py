@@ -49,6 +49,8 @@ from typing import Any
 
 import boto3
 
+from tests.support.locks import cache_lock
+
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infrastructure"
 LAMBDA_SRC = ROOT / "lambda_src"
@@ -416,7 +418,11 @@ def run_terraform(module: Path, *args: str, check: bool = True, timeout: float =
 
 
 def init(module: Path) -> Result:
-    return run_terraform(module, "init", "-input=false", "-no-color", f"-plugin-dir={plugin_dir()}")
+    # One init at a time: the plugin cache is shared, and Terraform does not lock it.
+    with cache_lock("terraform-init"):
+        return run_terraform(
+            module, "init", "-input=false", "-no-color", f"-plugin-dir={plugin_dir()}"
+        )
 
 
 def var_args(variables: dict[str, Any]) -> list[str]:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.locks import cache_lock
+
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache"
 REQUIREMENTS = ROOT / "ec2_bootstrap" / "requirements.txt"
@@ -32,7 +34,9 @@ def wheelhouse(python_version: str) -> Path:
     folder = CACHE / "vm" / "wheelhouse"
     marker = folder / ".complete"
     wanted = f"{python_version}\n{REQUIREMENTS.read_text()}"
-    if not marker.exists() or marker.read_text() != wanted:
+    with cache_lock("wheelhouse"):
+        if marker.exists() and marker.read_text() == wanted:
+            return folder
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
              "--python-version", python_version, "-d", str(folder), "-r", str(REQUIREMENTS)],
@@ -49,12 +53,14 @@ def system_venv() -> Path:
     folder = CACHE / "system-venv"
     marker = folder / ".complete"
     wanted = f"{version}\n{REQUIREMENTS.read_text()}"
-    if not marker.exists() or marker.read_text() != wanted:
-        subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--clear", str(folder)], check=True)
-        subprocess.run(
-            [str(folder / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index",
-             "--find-links", str(wheelhouse(version)), "-r", str(REQUIREMENTS)],
-            check=True,
-        )  # fmt: skip
-        marker.write_text(wanted)
+    wheels = wheelhouse(version)
+    with cache_lock("system-venv"):
+        if not marker.exists() or marker.read_text() != wanted:
+            subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--clear", str(folder)], check=True)
+            subprocess.run(
+                [str(folder / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index",
+                 "--find-links", str(wheels), "-r", str(REQUIREMENTS)],
+                check=True,
+            )  # fmt: skip
+            marker.write_text(wanted)
     return folder / "bin" / "python"
