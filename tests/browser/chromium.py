@@ -27,7 +27,7 @@ FLAGS = (
 @contextmanager
 def chromium() -> Iterator:
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip(
+        pytest.fail(
             "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
         )
     from selenium import webdriver

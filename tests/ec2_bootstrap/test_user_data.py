@@ -169,7 +169,7 @@ def test_what_runs_on_the_system_python_needs_only_the_standard_library() -> Non
 def test_cloud_init_schema_accepts_it(user_data: str, tmp_path) -> None:
     cloud_init = shutil.which("cloud-init")
     if cloud_init is None:
-        pytest.skip("cloud-init is not installed (apt-get install cloud-init)")
+        pytest.fail("cloud-init is not installed (apt-get install cloud-init)")
     path = tmp_path / "user-data"
     path.write_text(user_data)
     result = subprocess.run(
@@ -193,7 +193,7 @@ def test_user_data_holds_no_secret(user_data: str) -> None:
 def test_shell_scripts_are_shellcheck_clean() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+        pytest.fail("shellcheck is not installed (apt-get install shellcheck)")
     root = BOOTSTRAP.parent
     scripts = [
         *root.glob("ec2_bootstrap/*.sh"),

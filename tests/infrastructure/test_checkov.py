@@ -19,7 +19,7 @@ SKIP = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?")
 def checkov() -> str:
     path = shutil.which("checkov") or str(Path(sys.executable).parent / "checkov")
     if not Path(path).exists():
-        pytest.skip("checkov is not installed (pip install checkov)")
+        pytest.fail("checkov is not installed (pip install checkov)")
     return path
 
 
