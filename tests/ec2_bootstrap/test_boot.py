@@ -220,6 +220,34 @@ def test_secrets_are_read_through_aws_endpoint_url(paths, remote, monkeypatch) -
         )
 
 
+@pytest.mark.parametrize("tls", [True, False], ids=["https", "http"])
+def test_jupyter_answers_only_to_its_token_and_not_before_it_listens(
+    tmp_path, monkeypatch, tls: bool
+) -> None:
+    """The wake's readiness check against a real Jupyter: over TLS with its self-signed
+    certificate (loopback), a 200 with the API token; the wrong token or a closed port is no
+    answer. The TLS context loads no CA store: under the VM test's emulation that load was a
+    large part of the time between Jupyter listening and the ready tag."""
+    import ssl
+
+    import boot_ready
+    from tests.support.jupyter import free_port, running_jupyter
+
+    def no_ca_store(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the readiness check loaded a CA store")
+
+    with running_jupyter(tmp_path / "root", tmp_path / "work", tls=tls) as jupyter:
+        for method in ("load_default_certs", "load_verify_locations", "set_default_verify_paths"):
+            monkeypatch.setattr(ssl.SSLContext, method, no_ca_store)
+        port = jupyter.url.rsplit(":", 1)[1]
+        config = {"JUPYTER_PORT": port, "JUPYTER_TLS": str(int(tls))}
+        assert boot_ready.jupyter_answers(config, {"JUPYTER_TOKEN": jupyter.token})
+        assert not boot_ready.jupyter_answers(config, {"JUPYTER_TOKEN": "not-the-token"})
+        assert not boot_ready.jupyter_answers(config, {})
+    closed = {"JUPYTER_PORT": str(free_port()), "JUPYTER_TLS": str(int(tls))}
+    assert not boot_ready.jupyter_answers(closed, {"JUPYTER_TOKEN": jupyter.token})
+
+
 def test_ready_tags_the_instance_once_jupyter_answers_and_starts_the_idle_clock(
     paths, tmp_path
 ) -> None:
