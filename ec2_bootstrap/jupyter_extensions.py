@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.enable()
 
     if os.environ.get("JOD_WAIT_FOR_WAKE") == "1":
-        # The unit starts with the wake, not after it: the imports above (seconds) overlap it.
+        # The unit starts with the boot's units, before the wake: the imports above overlap it.
         # Nothing is configured or served until this boot's wake has succeeded.
         code = wait_for_wake()
         if code:
