@@ -216,6 +216,6 @@ def install_step(paths: Paths) -> None:
             systemctl("start", "--no-block", JUPYTER_UNIT)
         raise
     # The units run the wake (which ends with the ready tag) and Jupyter, and watch for a spot
-    # interruption; --no-block: they order themselves after this unit, which is still running.
+    # interruption; --no-block: the wake orders itself after this unit, which is still running.
     systemctl("start", "--no-block", JUPYTER_UNIT, FLUSH_UNIT, SPOT_UNIT)
     logger.info("installed; Jupyter is starting")

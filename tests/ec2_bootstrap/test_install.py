@@ -199,6 +199,10 @@ def test_an_install_stops_jupyter_before_it_touches_the_venv(
     assert flush.get("Service", "Type") == "oneshot"
     assert flush.get("Service", "RemainAfterExit") == "yes"  # active until the shutdown stops it
     assert jupyter.get("Service", "StartupCPUWeight") == "1000"
+    # An install killed after the stop (its timeout, the OOM killer) never reaches its own start
+    # of Jupyter; systemd starts it after any end of the install unit's process.
+    post = unit(layout.INSTALL_UNIT).get("Service", "ExecStopPost")
+    assert post == f"-/usr/bin/systemctl start --no-block {layout.JUPYTER_UNIT}"
     # The install's check is on the wake's path too: ahead of the boot's other units on the CPU.
     assert unit(layout.INSTALL_UNIT).get("Service", "StartupCPUWeight") == "1000"
 
