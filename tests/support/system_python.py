@@ -53,13 +53,12 @@ def system_venv() -> Path:
     folder = CACHE / "system-venv"
     marker = folder / ".complete"
     wanted = f"{version}\n{REQUIREMENTS.read_text()}"
-    wheels = wheelhouse(version)
-    with cache_lock("system-venv"):
+    with cache_lock("system-venv"):  # the wheelhouse has a lock of its own name
         if not marker.exists() or marker.read_text() != wanted:
             subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--clear", str(folder)], check=True)
             subprocess.run(
                 [str(folder / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index",
-                 "--find-links", str(wheels), "-r", str(REQUIREMENTS)],
+                 "--find-links", str(wheelhouse(version)), "-r", str(REQUIREMENTS)],
                 check=True,
             )  # fmt: skip
             marker.write_text(wanted)
