@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -89,30 +90,58 @@ class Jupyter:
             self.process.wait(10)
 
 
+# In the environment of what start_in_session starts, and so of everything that inherits it: a
+# terminal's shell and its jobs too, which run in a session of their own (a pty), outside the
+# process group stop_process_group signals.
+SESSION_MARK = "JOD_TEST_SESSION"
+_MARKS: dict[int, bytes] = {}
+
+
+def marked_processes(mark: bytes) -> list[int]:
+    """The pids whose environment holds `mark` (this user's processes; others can't be read)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue  # gone, or not ours
+            if mark in environ.split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
 def stop_process_group(process: subprocess.Popen, grace: float = 15) -> None:
     """Stop a process started with `start_new_session=True` and everything it started.
 
     SIGTERM to its process group, up to `grace` seconds to exit, then SIGKILL to the group and a
-    wait, so no child (a kernel, a terminal, git) outlives the test. A process that has already
-    exited is left alone: its group id may belong to someone else by now.
+    wait, so no child (a kernel, git) outlives the test; then SIGKILL to what start_in_session's
+    mark finds left (a terminal's jobs). A process that has already exited is not signalled: its
+    group id may belong to someone else by now.
     """
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    mark = _MARKS.pop(process.pid, None)
+    if mark is not None:
+        for pid in marked_processes(mark):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def start_in_session(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """Start `command` in its own session (stop it with `stop_process_group`), in `log`'s folder,
     its output and errors to `log`, unbuffered, with this Python's bin folder first on PATH."""
     bin_dir = Path(sys.executable).parent
-    environment = {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+    token = secrets.token_hex(8)
+    environment = {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1",
+                   SESSION_MARK: token}  # fmt: skip
     with log.open("w") as out:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             command,
             cwd=log.parent,
             env=environment,
@@ -120,6 +149,8 @@ def start_in_session(command: list[str], env: dict[str, str], log: Path) -> subp
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    _MARKS[process.pid] = f"{SESSION_MARK}={token}".encode()
+    return process
 
 
 def jupyter_folders(work: Path) -> dict[str, str]:

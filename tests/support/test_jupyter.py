@@ -1,0 +1,40 @@
+"""The process helpers every real-Jupyter test stops its server with."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tests.support.jupyter import start_in_session, stop_process_group
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_a_child_in_a_session_of_its_own_does_not_outlive_the_stop(tmp_path: Path) -> None:
+    """A Jupyter terminal's shell and its jobs run in a session of their own (a pty), outside
+    the server's process group: stopping the server's group alone left a CPU loop typed in a
+    terminal running on after the test (seen in a loaded `make test`)."""
+    pid_file = tmp_path / "child.pid"
+    process = start_in_session(
+        ["/bin/sh", "-c", f'setsid sleep 300 & echo $! > "{pid_file}"; wait'],
+        dict(os.environ),
+        tmp_path / "log.txt",
+    )
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    assert os.getsid(child) != os.getsid(process.pid)  # out of the group the stop signals
+    stop_process_group(process, grace=5)
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child)
