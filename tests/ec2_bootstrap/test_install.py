@@ -328,14 +328,56 @@ def words(parser: configparser.ConfigParser, section: str, key: str) -> set[str]
 def test_at_shutdown_jupyter_stops_first_then_the_flush_runs_then_the_network_goes() -> None:
     """systemd.unit(5): units are stopped in the reverse order of Before=/After=. The flush unit
     runs its ExecStop at shutdown, so it must start before Jupyter (stop after it) and after
-    the network targets (stop before the network goes down)."""
+    network.target (systemd.special(7): stopped before the network goes down). Both units leave
+    out the default dependencies (test_jupyter_imports_while_cloud_init_brings_up_the_network),
+    so they say the shutdown ones themselves."""
     flush = unit("jupyter-on-demand-autosave-flush.service")
     assert "jupyter-on-demand.service" in words(flush, "Unit", "Before")
-    assert {"network-online.target", "network.target"} <= words(flush, "Unit", "After")
+    assert "network.target" in words(flush, "Unit", "After")
     assert "jupyter-on-demand.service" not in words(flush, "Unit", "After")
+    for name in ("jupyter-on-demand-autosave-flush.service", "jupyter-on-demand.service"):
+        assert "shutdown.target" in words(unit(name), "Unit", "Conflicts"), name
+        assert "shutdown.target" in words(unit(name), "Unit", "Before"), name
     assert flush.get("Service", "ExecStop").endswith("flush --repo /home/jupyter/work --timeout 60")
     jupyter = unit("jupyter-on-demand.service")
     assert "jupyter-on-demand-autosave-flush.service" not in words(jupyter, "Unit", "Before")
+
+
+# What a unit with the default dependencies is ordered after (systemd.unit(5)): sysinit.target
+# waits for cloud-init's network stage (cloud-init.service: Before=sysinit.target), so
+# network-online.target and sysinit.target are reached together in the VM test.
+DEFAULT_AFTER = {"sysinit.target", "basic.target"}
+
+
+def ordered_after(name: str) -> set[str]:
+    """Every unit `name` waits for at its start, through the project's units' After= and Before=
+    (and the default dependencies of those that keep them), transitively."""
+    project = {path.name: unit(path.name) for path in BOOTSTRAP.glob("jupyter-on-demand*.service")}
+    after: dict[str, set[str]] = {}
+    for unit_name, parser in project.items():
+        after.setdefault(unit_name, set()).update(words(parser, "Unit", "After"))
+        if parser.get("Unit", "DefaultDependencies", fallback="yes") != "no":
+            after[unit_name] |= DEFAULT_AFTER
+        for later in words(parser, "Unit", "Before"):
+            after.setdefault(later, set()).add(unit_name)
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        for earlier in after.get(todo.pop(), set()) - seen:
+            seen.add(earlier)
+            todo.append(earlier)
+    return seen
+
+
+def test_jupyter_imports_while_cloud_init_brings_up_the_network() -> None:
+    """Jupyter's start is the wake's critical path (README, VM acceptance): its imports (7-11 s
+    under the VM test's emulation) run from network.target, during cloud-init's network stage,
+    instead of after it. It serves nothing before this boot's wake, which does wait for
+    network-online (test_wake_wait.py). Local filesystems and /tmp's boot cleanup come first."""
+    before_jupyter = ordered_after("jupyter-on-demand.service")
+    assert not {"network-online.target", *DEFAULT_AFTER} & before_jupyter
+    assert {"local-fs.target", "systemd-tmpfiles-setup.service", "network.target"} <= before_jupyter
+    assert "network-online.target" in ordered_after("jupyter-on-demand-secrets.service")
 
 
 def test_the_idle_timer_depends_on_nothing_and_the_install_unit_runs_at_every_boot() -> None:
@@ -498,7 +540,8 @@ def test_one_process_runs_the_wake_and_jupyter_waits_for_it() -> None:
     # boot's successful wake (test_wake_wait.py); bound to the secrets unit, it stops if that fails.
     jupyter = unit("jupyter-on-demand.service")
     assert "jupyter-on-demand-secrets.service" in words(jupyter, "Unit", "BindsTo")
-    assert not words(jupyter, "Unit", "After")  # test_an_install_stops_jupyter_before_...
+    # Nor after the install (test_an_install_stops_jupyter_before_...) or any of the wake's units.
+    assert not {name for name in words(jupyter, "Unit", "After") if name.startswith("jupyter")}
     lines = (BOOTSTRAP / "jupyter-on-demand.service").read_text().splitlines()
     assert "Environment=JOD_WAIT_FOR_WAKE=1" in lines
     assert jupyter.get("Service", "RestartPreventExitStatus") == "3"

@@ -15,9 +15,10 @@ Four boots of one disk:
      VM powers itself off; nothing is reinstalled;
   4. a password changed in SSM in between takes effect, the files are kept; a file saved just
      before an external poweroff (the ACPI power button) is on the remote, and the journal shows
-     Jupyter stopped before the flush ran.
-Boots 3 and 4 record their phases from the guest's clocks (kernel start, network-online.target,
-secrets step done, Jupyter listening, ready tag set). Records the times in
+     Jupyter stopped before the flush ran, and the flush done before the network went down.
+Boots 3 and 4 record their phases from the guest's clocks (kernel start, network.target,
+network-online.target, Jupyter's unit started, secrets step done, Jupyter listening, ready tag
+set); at boot 4 Jupyter started between the first two. Records the times in
 .cache/bench/vm_acceptance.json.
 """
 
@@ -104,10 +105,11 @@ systemctl enable jod-wake-phases.service
 """
 
 
-# Monotonic microseconds since the kernel started: systemd's own timestamps (kernel, the
-# network-online target) and the journal's of the wake's own lines: "WAKE DONE" (the code, the
-# settings and the secrets are in place: the secrets step done), Jupyter's "is running at" and
-# "READY at" (the ready tag set); `systemd-analyze time` too.
+# Monotonic microseconds since the kernel started: systemd's own timestamps (kernel, the network
+# and network-online targets) and the journal's of the wake's own lines: Jupyter's unit started
+# (its imports begin), "WAKE DONE" (the code, the settings and the secrets are in place: the
+# secrets step done), Jupyter's "is running at" and "READY at" (the ready tag set);
+# `systemd-analyze time` too.
 WAKE_PHASES_SCRIPT = """#!/bin/sh
 logged() {
   journalctl -b -o short-monotonic --no-pager 2>/dev/null \\
@@ -117,7 +119,9 @@ logged() {
 timeout 600 journalctl -b -f -n all -o cat --no-pager 2>/dev/null \\
   | grep -q -m 1 -F 'JUPYTER-ON-DEMAND READY at' || true
 echo "JOD-WAKE-PHASES kernel_us=$(systemctl show -P KernelTimestampMonotonic)" \\
+  "network_us=$(systemctl show -P ActiveEnterTimestampMonotonic network.target)" \\
   "network_online_us=$(systemctl show -P ActiveEnterTimestampMonotonic network-online.target)" \\
+  "jupyter_started_us=$(logged 'Started jupyter-on-demand.service')" \\
   "secrets_done_us=$(logged 'JUPYTER-ON-DEMAND WAKE DONE')" \\
   "jupyter_listening_us=$(logged 'is running at')" \\
   "ready_us=$(logged 'JUPYTER-ON-DEMAND READY at')" >/dev/ttyS0
@@ -131,8 +135,8 @@ systemd-analyze critical-chain jupyter-on-demand.service 2>&1 | head -n 30 \\
 echo "JOD-WAKE-DETAIL-END" >/dev/ttyS0
 """
 WAKE_PHASES = re.compile(
-    r"JOD-WAKE-PHASES kernel_us=(\d+) network_online_us=(\d+) secrets_done_us=(\d+) "
-    r"jupyter_listening_us=(\d+) ready_us=(\d+)"
+    r"JOD-WAKE-PHASES kernel_us=(\d+) network_us=(\d+) network_online_us=(\d+) "
+    r"jupyter_started_us=(\d+) secrets_done_us=(\d+) jupyter_listening_us=(\d+) ready_us=(\d+)"
 )
 
 
@@ -140,9 +144,11 @@ def wake_phases(console: str) -> dict[str, float]:
     """Seconds from kernel start of each phase of this wake, as the guest logged them."""
     found = WAKE_PHASES.search(console)
     assert found, f"the guest logged no wake phases:\n{console[-6000:]}"
-    kernel, network, secrets, listening, ready = (int(value) for value in found.groups())
+    kernel, network, online, started, secrets, listening, ready = map(int, found.groups())
     phases = {
-        "network_online_s": (network - kernel) / 1e6,
+        "network_s": (network - kernel) / 1e6,
+        "network_online_s": (online - kernel) / 1e6,
+        "jupyter_started_s": (started - kernel) / 1e6,
         "secrets_done_s": (secrets - kernel) / 1e6,
         "jupyter_listening_s": (listening - kernel) / 1e6,
         "ready_s": (ready - kernel) / 1e6,
@@ -347,6 +353,9 @@ def test_failed_boots_still_stop_then_jupyter_autosave_idle_stop_and_poweroff_fl
     figures["second_boot_to_ready_s"] = boot_until_ready(host, "second", timeout=600)
     record_wake(vm, figures, "second_wake")
     assert "installed; Jupyter is starting" not in vm.console_text()  # no reinstall
+    # Jupyter's imports began at network.target, while cloud-init's network stage ran.
+    started = figures["second_wake_jupyter_started_s"]
+    assert figures["second_wake_network_s"] <= started < figures["second_wake_network_online_s"]
     session = login(url, NEW_PASSWORD)
     assert authorized(session, url)
     assert not authorized(login(url, OLD_PASSWORD), url)
@@ -368,4 +377,8 @@ def test_failed_boots_still_stop_then_jupyter_autosave_idle_stop_and_poweroff_fl
     jupyter_stopped = console.find("Stopped jupyter-on-demand.service")
     flush_started = console.find("Stopping jupyter-on-demand-autosave-flush.service")
     assert 0 <= jupyter_stopped < flush_started, console[-6000:]
+    # ... and the flush was done before the network went down (ifupdown's unit in this image).
+    flush_stopped = console.find("Stopped jupyter-on-demand-autosave-flush.service")
+    network_stopping = console.find("Stopping networking.service")
+    assert flush_started < flush_stopped < network_stopping, console[-6000:]
     report("vm_acceptance", figures)
