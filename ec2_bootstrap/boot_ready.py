@@ -11,6 +11,8 @@ import os
 import ssl
 import time
 import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from boot_sync import aws_client
@@ -24,24 +26,24 @@ logger = logging.getLogger("jupyter_on_demand.boot")
 
 
 def instance_id(config: dict[str, str]) -> str:
-    """From the config (tests) or IMDSv2."""
+    """From the config (tests) or IMDSv2, with the standard library (requests' import was a second
+    of the wake's end under the VM test's emulation), never through a proxy (link-local)."""
     if config.get("INSTANCE_ID"):
         return config["INSTANCE_ID"]
-    import requests
-
-    endpoint = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://169.254.169.254").rstrip(
-        "/"
-    )
-    token = requests.put(
-        f"{endpoint}/latest/api/token",
+    endpoint = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://169.254.169.254")
+    base = endpoint.rstrip("/")
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    token_request = urllib.request.Request(  # noqa: S310  (the metadata service's own URL)
+        f"{base}/latest/api/token", method="PUT",
         headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
-        timeout=5,
-    ).text
-    return requests.get(
-        f"{endpoint}/latest/meta-data/instance-id",
-        headers={"X-aws-ec2-metadata-token": token},
-        timeout=5,
-    ).text
+    )  # fmt: skip
+    with direct.open(token_request, timeout=5) as response:
+        token = response.read(4096).decode()
+    id_request = urllib.request.Request(  # noqa: S310
+        f"{base}/latest/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token}
+    )
+    with direct.open(id_request, timeout=5) as response:
+        return str(response.read(4096).decode())
 
 
 def jupyter_answers(config: dict[str, str], jupyter_env: dict[str, str]) -> bool:
@@ -85,20 +87,22 @@ READY_TIMEOUT = float(os.environ.get("JOD_READY_TIMEOUT", "600"))
 
 def announce_ready(paths: Paths, timeout: float | None = None) -> None:
     """The end of a successful wake, in its process: once Jupyter answers, restart the idle clock
-    and tag the instance READY_TAG=<time>. The EC2 client (EC2's large model) is made here,
-    after root's marker: Jupyter's config and listen run meanwhile."""
+    and tag the instance READY_TAG=<time>. The EC2 client (EC2's large model) and the instance id
+    are made after root's marker on a second thread, while this one asks Jupyter (which reads its
+    config and listens meanwhile): neither waits for the other."""
     timeout = READY_TIMEOUT if timeout is None else timeout
     config = read_config(paths.config)
     jupyter_env = read_config(paths.jupyter_env)
-    ec2 = aws_client("ec2", config)
-    instance = instance_id(config)
-    deadline = time.monotonic() + timeout
-    started = time.monotonic()
-    while not jupyter_answers(config, jupyter_env):
-        if time.monotonic() > deadline:
-            raise BootError(f"Jupyter did not answer within {timeout:.0f} s")
-        time.sleep(0.2)  # a refused connection on loopback costs nothing
-    logger.info("Jupyter answers after %.1f s", time.monotonic() - started)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        tagger = executor.submit(lambda: (aws_client("ec2", config), instance_id(config)))
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        while not jupyter_answers(config, jupyter_env):
+            if time.monotonic() > deadline:
+                raise BootError(f"Jupyter did not answer within {timeout:.0f} s")
+            time.sleep(0.2)  # a refused connection on loopback costs nothing
+        logger.info("Jupyter answers after %.1f s", time.monotonic() - started)
+        ec2, instance = tagger.result()
     start_idle_clock(paths)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     ec2.create_tags(Resources=[instance], Tags=[{"Key": config["READY_TAG"], "Value": now}])

@@ -17,6 +17,7 @@ Jupyter's imports run.
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import os
 import sys
@@ -41,6 +42,18 @@ UNUSED_IMPORTS = (
     "jsonpointer",
     "rfc3339_validator",
     "rfc3986_validator",
+    # Shell tab completion of the command line (traitlets imports it inside `try`); a unit has
+    # no shell to complete in.
+    "argcomplete",
+)
+# What Jupyter's start imports from its packages after it reads its config, besides the
+# services' handlers (jupyter_server.serverapp.JUPYTER_SERVICE_HANDLERS): imported with the rest,
+# before the wake (import_jupyter). test_wake_wait.py checks that nothing else is left.
+STARTUP_IMPORTS = (
+    "jupyter_server_terminals.app",
+    "tornado.platform.asyncio",
+    "jinja2.ext",
+    "jupyter_core.migrate",
 )
 
 
@@ -81,15 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] != [LAUNCHED_COMMAND]:
         raise SystemExit(f"usage: jupyter_extensions.py {LAUNCHED_COMMAND} [jupyter lab options]")
-    # Jupyter's imports make ~100 000 objects, all kept: the cyclic GC only costs them time
-    # (~7 % of the import under the VM test's emulation). On again before anything else runs.
-    gc.disable()
-    try:
-        leave_out_unused_imports()
-        from jupyterlab.labapp import LabApp
-    finally:
-        gc.enable()
-
+    LabApp = import_jupyter()
     if os.environ.get("JOD_WAIT_FOR_WAKE") == "1":
         # The unit starts with the boot's units, before the wake: the imports above overlap it.
         # Nothing is configured or served until this boot's wake has succeeded.
@@ -98,6 +103,33 @@ def main(argv: list[str] | None = None) -> int:
             return code
     LabApp.launch_instance(args[1:])
     return 0
+
+
+def import_jupyter() -> Any:
+    """All that Jupyter's start imports from its packages, and tornado's default TLS context: in
+    the unit, before the wake, while it runs (after it, Jupyter's start is the wake's critical
+    path). Nothing here reads the environment the wake writes. Returns JupyterLab's LabApp."""
+    # Jupyter's imports make ~100 000 objects, all kept: the cyclic GC only costs them time
+    # (~7 % of the import under the VM test's emulation). On again before anything else runs.
+    gc.disable()
+    try:
+        leave_out_unused_imports()
+        from jupyter_server.serverapp import JUPYTER_SERVICE_HANDLERS
+        from jupyterlab.labapp import LabApp
+
+        handlers = [name for names in JUPYTER_SERVICE_HANDLERS.values() for name in names or ()]
+        for name in (*handlers, *STARTUP_IMPORTS):
+            importlib.import_module(name)
+        # tornado makes it (it loads the system's CA store) at the server's first TLS connection:
+        # the wake's readiness check. A private function: a tornado without it makes it then.
+        from tornado import netutil
+
+        make_tls_defaults = getattr(netutil, "_client_ssl_defaults", None)
+        if callable(make_tls_defaults):
+            make_tls_defaults()
+    finally:
+        gc.enable()
+    return LabApp
 
 
 # The unit's RestartPreventExitStatus=: a failed or missing wake is not retried every few seconds.

@@ -308,16 +308,20 @@ def test_the_launcher_imports_with_the_cyclic_gc_off_and_launches_with_it_on(mon
 def test_the_format_checkers_left_out_are_the_optional_ones_of_formats_jupyter_does_not_use() -> (
     None
 ):
-    """Each module UNUSED_IMPORTS leaves out is one jsonschema imports `with suppress(ImportError)`
-    for a format checker, and no schema the server loads names one of those formats: Jupyter's
+    """Each module UNUSED_IMPORTS leaves out but argcomplete is one jsonschema imports
+    `with suppress(ImportError)` for a format checker, and no schema the server loads names one of those formats: Jupyter's
     event and settings schemas (jupyter_lsp's, which does, is off in the project's config). The
     JSON Schema metaschemas' "uri-reference" on `$id` goes unchecked in schemas Jupyter ships."""
     import jsonschema._format
+    import traitlets.config.argcomplete_config
 
     source = Path(jsonschema._format.__file__).read_text()
-    for name in jupyter_extensions.UNUSED_IMPORTS:
+    for name in set(jupyter_extensions.UNUSED_IMPORTS) - {"argcomplete"}:
         pattern = rf"with suppress\(ImportError\):\n(?:    .*\n)*?    +(from {name} import|import {name}\b)"
         assert re.search(pattern, source), name
+    # argcomplete: traitlets' optional shell completion, written for its absence too.
+    source = Path(traitlets.config.argcomplete_config.__file__).read_text()
+    assert re.search(r"\ntry:\n    import argcomplete\n(?:    .*\n)*except ImportError:\n", source)
     unchecked = {"duration", "color", "uri-template", "hostname", "json-pointer",
                  "relative-json-pointer", "date-time", "uri", "uri-reference", "iri", "iri-reference"}  # fmt: skip
     site = Path(jsonschema._format.__file__).parents[1]

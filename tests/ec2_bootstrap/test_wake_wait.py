@@ -3,12 +3,16 @@ root's marker says THIS boot's wake succeeded; it then takes the password the wa
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,11 +25,13 @@ from moto import mock_aws
 import boot
 import boot_wake
 import idle_check
+import jupyter_extensions
 import layout
 import rootfs
 import wake_marker
 from demo.git_remote import GitRemote
 from tests.ec2_bootstrap.test_jupyter_config import UNIT, unit_command
+from tests.support.imds import FakeIMDS
 from tests.support.jupyter import (
     ROOT_FLAG,
     free_port,
@@ -36,6 +42,8 @@ from tests.support.jupyter import (
     stop_process_group,
     wait_until_up,
 )
+
+BOOTSTRAP = Path(boot.__file__).resolve().parent
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root's marker: runs as root, as CI")
 
@@ -66,7 +74,9 @@ def write_wake_output(paths: layout.Paths, port: int, password: str, token: str)
 
 
 @contextmanager
-def waiting_jupyter(paths: layout.Paths, timeout: float = 120) -> Iterator[subprocess.Popen]:
+def waiting_jupyter(
+    paths: layout.Paths, timeout: float = 120, extra_env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
     """The unit's command with the unit's JOD_WAIT_FOR_WAKE, as the unit starts it: before the
     wake, with no password in its environment."""
     work = paths.config.parent.parent
@@ -81,6 +91,7 @@ def waiting_jupyter(paths: layout.Paths, timeout: float = 120) -> Iterator[subpr
         "JUPYTER_IP": "127.0.0.1",
         "JUPYTER_AUTOSAVE": "0",
         **jupyter_folders(work),
+        **(extra_env or {}),
     }
     log = work / "jupyter.log"
     process = start_in_session([*unit_command(), "--no-browser", *ROOT_FLAG], env, log)
@@ -250,6 +261,89 @@ def test_one_wake_process_lets_jupyter_serve_then_tags_the_instance_once_it_answ
     assert len(ready) == 1 and ready[0] > lines.index("JUPYTER-ON-DEMAND WAKE DONE")
     assert ready_tag(instance) == lines[ready[0]].removeprefix("JUPYTER-ON-DEMAND READY at ")
     assert wake_marker.wake_result(paths, 0) is True
+
+
+def test_after_the_wake_jupyter_imports_only_the_projects_modules_and_the_standard_library(
+    paths, instance
+) -> None:
+    """Jupyter's start is the wake's critical path (README, VM acceptance): what its start imports
+    from its packages (the services' handlers, the terminals extension, tornado's asyncio
+    platform, jinja2's i18n) is imported before the wake, while the wake runs. After root's
+    marker, only the project's modules (its config's) and the standard library's are left.
+    PYTHONPROFILEIMPORTTIME traces each import, in order, to the log the wait's line is in."""
+    work = paths.config.parent.parent
+    with waiting_jupyter(paths, extra_env={"PYTHONPROFILEIMPORTTIME": "1"}) as process:
+        wait_for_log(process, work / "jupyter.log", "waiting for this boot's wake")
+        assert boot.main(["wake", "--synced"]) == 0
+    log = (work / "jupyter.log").read_text()
+    before, after = log.split("waiting for this boot's wake", 1)
+    imported = re.findall(r"^import time:.*\| +(\S+)$", after, re.M)
+    assert "jupyter_auth" in imported  # the trace covers the config's imports, after the wake
+    assert "jupyterlab.labapp" in before  # and the imports before it
+    # Not counted: the project's and the standard library's modules; and imports that fail,
+    # which are traced too: a module left out (UNUSED_IMPORTS), or one not installed (traitlets
+    # tries `notebook` for a class Jupyter names by a string).
+    ours = {path.stem for path in BOOTSTRAP.glob("*.py")} | sys.stdlib_module_names
+    failed = set(jupyter_extensions.UNUSED_IMPORTS)
+    tops = {name.split(".")[0] for name in imported}
+    failed |= {top for top in tops - ours if importlib.util.find_spec(top) is None}
+    assert [name for name in imported if name.split(".")[0] not in ours | failed] == []
+
+
+def test_tornados_tls_defaults_are_made_with_the_imports_before_the_wake() -> None:
+    """tornado makes its default client TLS context (it loads the system's CA store) at the
+    server's first TLS connection, which is the wake's readiness check; the launcher makes it
+    with the imports, before the wake."""
+    script = (
+        "import jupyter_extensions as j; j.import_jupyter(); from tornado import netutil; "
+        "print(netutil._client_ssl_defaults.cache_info().currsize)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=BOOTSTRAP, capture_output=True,
+                            text=True, check=True)  # fmt: skip
+    assert result.stdout.strip() == "1"
+
+
+def test_the_instance_id_comes_from_imdsv2_without_requests_nor_a_proxy(imds: str) -> None:
+    """The ready tag's instance id: IMDSv2 with the standard library (importing requests was a
+    second of the wake's end under the VM test's emulation), never through a site's proxy."""
+    script = (
+        "import sys, boot_ready; print(boot_ready.instance_id({})); "
+        "print('requests' in sys.modules)"
+    )
+    env = {**os.environ, "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds,
+           "HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], cwd=BOOTSTRAP, env=env,
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert result.stdout.split() == [FakeIMDS.instance_id, "False"]
+
+
+def test_the_ec2_client_is_made_while_jupyter_is_asked(paths, monkeypatch) -> None:
+    """After root's marker, Jupyter reads its config and listens while the wake makes its EC2
+    client (EC2's large model) and reads the instance id: neither waits for the other."""
+    import boot_ready
+
+    write_wake_output(paths, free_port(), "pw", "tok")
+    rootfs.write_file(paths.config, f"{paths.config.read_text()}INSTANCE_ID=i-1\n"
+                      "READY_TAG=jupyter-on-demand:ready-at\n", 0o644)  # fmt: skip
+    asked, tags = threading.Event(), []
+
+    class EC2:
+        def create_tags(self, **request: object) -> None:
+            tags.append(request)
+
+    def client(service: str, config: dict[str, str]) -> EC2:
+        assert asked.wait(10), "the EC2 client was made before Jupyter was asked"
+        return EC2()
+
+    def answers(config: dict[str, str], jupyter_env: dict[str, str]) -> bool:
+        asked.set()
+        return True
+
+    monkeypatch.setattr(boot_ready, "aws_client", client)
+    monkeypatch.setattr(boot_ready, "jupyter_answers", answers)
+    monkeypatch.setattr(boot_ready, "start_idle_clock", lambda paths: None)
+    boot_ready.announce_ready(paths, timeout=30)
+    assert [tag["Resources"] for tag in tags] == [["i-1"]]
 
 
 def test_a_failed_wake_tags_nothing_and_says_no_wake_done(paths, instance, caplog) -> None:

@@ -1,6 +1,6 @@
 """A fake instance metadata service (IMDSv2) on loopback: a token by PUT, then, with it, the
-keep-awake tag (what EC2 serves when instance_metadata_tags is enabled) and the spot interruption
-notice; 404 for either while there is none, 401 without the token."""
+instance id, the keep-awake tag (what EC2 serves when instance_metadata_tags is enabled) and the
+spot interruption notice; 404 for either while there is none, 401 without the token."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class FakeIMDS(BaseHTTPRequestHandler):
     """IMDSv2 as EC2 serves it: a token by PUT, then the tag or the notice with it."""
 
     tag: str | None = None
+    instance_id = "i-0123456789abcdef0"
     spot_notice: str | None = None  # the body of /latest/meta-data/spot/instance-action
     spot_polls = 0  # GETs of the notice, with a valid token or not
     tokens = 0  # PUTs of a token
@@ -39,6 +40,8 @@ class FakeIMDS(BaseHTTPRequestHandler):
             self.reply(200, self.tag)
         elif self.path == SPOT_NOTICE_PATH and self.spot_notice is not None:
             self.reply(200, self.spot_notice)
+        elif self.path == "/latest/meta-data/instance-id":
+            self.reply(200, self.instance_id)
         else:
             self.reply(404, "")
 
