@@ -1,7 +1,7 @@
 """The real stack, applied by real Terraform with the real AWS provider against a moto server.
 
-Reusable: tests/infrastructure/test_apply.py drives it, bench/terraform_apply.py times it, and the
-VM acceptance test can boot the user_data exactly as Terraform sent it:
+Reusable: tests/infrastructure/test_apply.py and test_preflight.py drive it, bench/terraform_apply.py
+times it, and the VM acceptance test can boot the user_data exactly as Terraform sent it:
 
     with moto_server() as endpoint:
         stack = apply(tmp_path, endpoint, design_note_variables(endpoint) | {"idle_minutes": 1})
@@ -227,7 +227,7 @@ class ServiceQuotasStub:
 
     moto serves Service Quotas for the `vpc` service code only: GetAWSDefaultServiceQuota, which
     the AWS provider calls first, answers HTTP 500 for an EC2 code (the provider retries it for
-    minutes), and GetServiceQuota NoSuchResourceException (test_apply.py
+    minutes), and GetServiceQuota NoSuchResourceException (test_preflight.py
     test_moto_cannot_serve_the_ec2_vcpu_quota asserts both). This stub answers both calls for the
     codes it is given (the account's value and, here, the same default), and
     NoSuchResourceException for any other code, as AWS does for a code it doesn't know.
@@ -317,6 +317,24 @@ def moto_ami(endpoint: str) -> str:
 def design_note_variables(endpoint: str) -> dict[str, Any]:
     """The design note's variables, exactly its names, plus ami set to a moto image."""
     return copy.deepcopy(DESIGN_NOTE_EXAMPLE) | {"ami": moto_ami(endpoint)}
+
+
+INSTANCE = "aws_instance.jupyter"
+EMAILS = ["alice@example.com", "bob@example.com"]  # notify_emails, where a test sets it
+
+
+def zones_offering(ec2: Any, instance_type: str) -> list[str]:
+    """The availability zones that offer instance_type, sorted."""
+    offerings = ec2.describe_instance_type_offerings(
+        LocationType="availability-zone",
+        Filters=[{"Name": "instance-type", "Values": [instance_type]}],
+    )["InstanceTypeOfferings"]
+    return sorted(offer["Location"] for offer in offerings)
+
+
+def default_subnets(ec2: Any) -> list[dict[str, Any]]:
+    """The region's default subnets, one per zone."""
+    return ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
 
 
 # --- The module copy ----------------------------------------------------------------------------

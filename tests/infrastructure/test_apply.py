@@ -3,33 +3,29 @@
 One apply for the module (the `stack` fixture), then, in this order: a second plan shows no change,
 the ready tag survives a plan, a new idle_minutes changes the settings and not user_data, the start
 link and the instance's boot steps use what Terraform created, and the last test destroys it all
-and finds nothing left. Plans without state check the preflight (zones, vCPU quota).
+and finds nothing left. The preflight's plans from no state are in test_preflight.py, on a moto
+server of their own, so that pytest-xdist runs the two files side by side.
 
-moto differs from AWS in three places this suite meets, each asserted here as evidence and excluded
+moto differs from AWS in two places this suite meets, each asserted here as evidence and excluded
 from the checks by exactly that much:
 - DescribeInstances: moto leaves the instance's SecurityGroups empty (the groups are on its network
   interface only), where AWS lists them, so every plan wants to "add" the group to
   aws_instance.jupyter's vpc_security_group_ids (test_moto_lists_no_security_group_on_the_instance);
 - GetFunctionConfiguration: moto drops the Lambda's LoggingConfig, so every plan wants to "add"
-  aws_lambda_function.start_link's logging_config (test_moto_keeps_no_logging_config_for_the_lambda);
-- Service Quotas: moto serves only the `vpc` service code (test_moto_cannot_serve_the_ec2_vcpu_quota);
-  a stub on loopback (stack.ServiceQuotasStub) stands in for AWS's GetServiceQuota.
+  aws_lambda_function.start_link's logging_config (test_moto_keeps_no_logging_config_for_the_lambda).
+test_preflight.py asserts the two others it meets (Service Quotas, Budgets).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
 import boot_secrets
 import boot_sync
@@ -40,10 +36,9 @@ from tests.infrastructure import stack as harness
 from tests.infrastructure.terraform import bundle_files, one_line, resource
 from tests.lambda_src.conftest import call, event
 
-INSTANCE = "aws_instance.jupyter"
 LAMBDA = "aws_lambda_function.start_link"
 # What moto doesn't read back, so each plan wants to add it (see the module docstring).
-MOTO_DIFFERENCES = {INSTANCE: "vpc_security_group_ids", LAMBDA: "logging_config"}
+MOTO_DIFFERENCES = {harness.INSTANCE: "vpc_security_group_ids", LAMBDA: "logging_config"}
 
 
 @pytest.fixture(scope="module")
@@ -58,52 +53,10 @@ def stack(endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> harness.St
     return harness.apply(workdir, endpoint, harness.design_note_variables(endpoint))
 
 
-@pytest.fixture(scope="module")
-def planner(endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second copy of the module, initialised, never applied: plans from no state."""
-    module = harness.prepare(tmp_path_factory.mktemp("planner"), endpoint)
-    harness.init(module)
-    return module
-
-
-def plan_from_scratch(
-    module: Path, endpoint: str, quotas: dict[str, float] | None = None, **variables: Any
-) -> harness.Result:
-    """`terraform plan` of the design note's variables (and `variables` over them), from no state.
-
-    `quotas`: the account's EC2 vCPU quotas, served by a ServiceQuotasStub for this plan only;
-    None, a roomy account (stack.ROOMY_QUOTAS)."""
-    harness.write_variables(module, harness.design_note_variables(endpoint) | variables)
-    with contextlib.ExitStack() as stubs:
-        quotas_endpoint = None
-        if quotas is not None:
-            quotas_endpoint = stubs.enter_context(harness.ServiceQuotasStub(quotas)).endpoint
-        (module / harness.PROVIDER_OVERRIDE_FILE).write_text(
-            harness.provider_override(endpoint, quotas_endpoint)
-        )
-        return harness.run_terraform(
-            module, "plan", "-input=false", "-no-color", "-detailed-exitcode", check=False
-        )
-
-
 def described_instance(stack: harness.Stack) -> dict[str, Any]:
     """The instance as EC2 (moto) describes it."""
     reservations = stack.client("ec2").describe_instances(InstanceIds=[stack.instance_id])
     return reservations["Reservations"][0]["Instances"][0]
-
-
-def zones_offering(ec2: Any, instance_type: str) -> list[str]:
-    """The availability zones that offer instance_type, sorted."""
-    offerings = ec2.describe_instance_type_offerings(
-        LocationType="availability-zone",
-        Filters=[{"Name": "instance-type", "Values": [instance_type]}],
-    )["InstanceTypeOfferings"]
-    return sorted(offer["Location"] for offer in offerings)
-
-
-def default_subnets(ec2: Any) -> list[dict[str, Any]]:
-    """The region's default subnets, one per zone."""
-    return ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
 
 
 def changed_attributes(change: dict[str, Any]) -> set[str]:
@@ -174,7 +127,7 @@ def test_the_lambda_reserves_no_concurrency(stack: harness.Stack) -> None:
 def test_the_instance_is_in_a_default_subnet_of_a_zone_that_offers_its_type(
     stack: harness.Stack,
 ) -> None:
-    offered = zones_offering(stack.client("ec2"), "g4dn.4xlarge")
+    offered = harness.zones_offering(stack.client("ec2"), "g4dn.4xlarge")
     assert described_instance(stack)["Placement"]["AvailabilityZone"] in offered
     assert len(offered) < 6  # moto's us-east-1e doesn't offer it: the choice mattered
 
@@ -219,8 +172,8 @@ def test_the_ready_tag_the_instance_sets_survives_a_later_plan(stack: harness.St
     )
     plan = stack.plan()
     assert without_moto_difference(plan) == {}
-    if INSTANCE in plan.changes():
-        assert not {"tags", "tags_all"} & changed_attributes(plan.change(INSTANCE))
+    if harness.INSTANCE in plan.changes():
+        assert not {"tags", "tags_all"} & changed_attributes(plan.change(harness.INSTANCE))
 
 
 def test_the_verdict_and_keep_awake_tags_survive_a_later_plan(stack: harness.Stack) -> None:
@@ -243,8 +196,8 @@ def test_the_verdict_and_keep_awake_tags_survive_a_later_plan(stack: harness.Sta
     )
     plan = stack.plan()
     assert without_moto_difference(plan) == {}
-    if INSTANCE in plan.changes():
-        assert not {"tags", "tags_all"} & changed_attributes(plan.change(INSTANCE))
+    if harness.INSTANCE in plan.changes():
+        assert not {"tags", "tags_all"} & changed_attributes(plan.change(harness.INSTANCE))
     tags = {t["Key"]: t["Value"] for t in described_instance(stack)["Tags"]}
     assert {key: tags.get(key) for key in values} == values
 
@@ -273,7 +226,7 @@ def test_a_new_idle_minutes_changes_the_settings_parameter_and_not_user_data(
     }
     settings = plan.change("aws_ssm_parameter.settings")
     assert json.loads(settings["after"]["value"])["IDLE_MINUTES"] == "41"
-    instance = plan.change(INSTANCE)
+    instance = plan.change(harness.INSTANCE)
     assert instance["before"]["user_data_base64"] == instance["after"]["user_data_base64"]
     assert "user_data" not in changed_attributes(instance)
 
@@ -286,7 +239,7 @@ def test_a_new_instance_type_never_replaces_the_instance_and_its_disk(
     AWS starts offering it in) must not move the machine; the preflight says so instead."""
     ec2 = stack.client("ec2")
     zone = described_instance(stack)["Placement"]["AvailabilityZone"]
-    default_zones = {subnet["AvailabilityZone"] for subnet in default_subnets(ec2)}
+    default_zones = {subnet["AvailabilityZone"] for subnet in harness.default_subnets(ec2)}
     offered: dict[str, set[str]] = {}
     pages = ec2.get_paginator("describe_instance_type_offerings").paginate(
         LocationType="availability-zone"
@@ -324,10 +277,10 @@ def test_a_default_subnet_that_now_sorts_first_never_replaces_the_instance(
     recreated), another subnet comes first: the instance and its disk must stay where they are."""
     ec2 = stack.client("ec2")
     instance = described_instance(stack)
-    offered = zones_offering(ec2, stack.variables["instance_type"])
+    offered = harness.zones_offering(ec2, stack.variables["instance_type"])
     other = next(
         s
-        for s in default_subnets(ec2)
+        for s in harness.default_subnets(ec2)
         if s["AvailabilityZone"] in offered and s["SubnetId"] != instance["SubnetId"]
     )
     zone, cidr, vpc = other["AvailabilityZone"], other["CidrBlock"], other["VpcId"]
@@ -341,7 +294,7 @@ def test_a_default_subnet_that_now_sorts_first_never_replaces_the_instance(
     assert other["DefaultForAz"]
     assert other["SubnetId"] < instance["SubnetId"]
     plan = stack.plan()
-    assert plan.changes().get(INSTANCE, ["update"]) == ["update"], plan.output
+    assert plan.changes().get(harness.INSTANCE, ["update"]) == ["update"], plan.output
     assert without_moto_difference(plan) == {}, plan.output
 
 
@@ -459,149 +412,11 @@ def test_the_instance_reads_both_secrets_exactly(instance_env: dict[str, str]) -
     assert boot_secrets.fetch_secrets(settings) == (harness.TEAM_PASS, harness.GITHUB_TOKEN)
 
 
-# --- Preflight, from no state -------------------------------------------------------------------
-
-
-def test_moto_cannot_serve_the_ec2_vcpu_quota(endpoint: str) -> None:
-    """Why stack.ServiceQuotasStub exists: moto knows no EC2 quota, and answers the fallback call
-    the provider makes then with HTTP 500 (which the provider retries for minutes)."""
-    quotas = boto3.client(
-        "service-quotas",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 1}),
-    )
-    with pytest.raises(ClientError) as raised:
-        quotas.get_service_quota(ServiceCode="ec2", QuotaCode="L-DB2E81BA")
-    assert raised.value.response["Error"]["Code"] == "NoSuchResourceException"
-    with pytest.raises(ClientError) as raised:
-        quotas.get_aws_default_service_quota(ServiceCode="ec2", QuotaCode="L-DB2E81BA")
-    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
-
-
-def test_a_gpu_vcpu_quota_too_small_is_said_plainly_at_plan_time(
-    planner: Path, endpoint: str
-) -> None:
-    """Issue 10, point 3: a new account's G quota of 0 vCPUs; g4dn.4xlarge needs 16. A warning
-    (check block), so the plan goes on: see infrastructure/preflight.tf for why."""
-    result = plan_from_scratch(planner, endpoint, quotas={"L-DB2E81BA": 0.0})
-    assert result.returncode == 2, result.output
-    message = one_line(result.output)
-    assert "Warning: Check block assertion failed" in message
-    assert (
-        'This account\'s EC2 quota "Running On-Demand G and VT instances" in us-east-1 is 0 vCPUs, '
-        "and instance_type g4dn.4xlarge needs 16: AWS will refuse to start the instance "
-        "(VcpuLimitExceeded)"
-    ) in message
-    assert (
-        "aws service-quotas request-service-quota-increase --service-code ec2 "
-        "--quota-code L-DB2E81BA --desired-value 16 --region us-east-1"
-    ) in message
-
-
-def test_a_spot_quota_too_small_is_said_plainly_though_on_demand_has_room(
-    planner: Path, endpoint: str
-) -> None:
-    """Issue 13: spot instances count against quotas of their own, 0 in a new account even where
-    the on-demand one is fine; the preflight reads the spot one for market = "spot"."""
-    quotas = {"L-DB2E81BA": 64.0, "L-3819A6DF": 0.0}
-    result = plan_from_scratch(planner, endpoint, quotas=quotas, market="spot")
-    assert result.returncode == 2, result.output
-    message = one_line(result.output)
-    assert (
-        'This account\'s EC2 quota "All G and VT Spot Instance Requests" in us-east-1 is 0 vCPUs, '
-        "and instance_type g4dn.4xlarge needs 16: AWS will refuse to start the instance "
-        "(MaxSpotInstanceCountExceeded)"
-    ) in message
-    assert "--quota-code L-3819A6DF --desired-value 16 --region us-east-1" in message
-
-
-@pytest.mark.parametrize(
-    ("instance_type", "code", "vcpus"),
-    [
-        ("g4dn.4xlarge", "L-DB2E81BA", 16),
-        ("p6-b200.48xlarge", "L-417A185B", 192),
-        # Accelerators and families with quotas of their own, not the Standard one.
-        ("inf2.xlarge", "L-1945791B", 4),
-        ("trn1.2xlarge", "L-2C3B7624", 8),
-        ("x2idn.16xlarge", "L-7295265B", 64),
-        ("u-6tb1.56xlarge", "L-43DA4232", 224),
-        ("m5.large", "L-1216C47A", 2),
-    ],
-)
-def test_a_quota_that_fits_gives_no_warning(
-    planner: Path, endpoint: str, instance_type: str, code: str, vcpus: int
-) -> None:
-    result = plan_from_scratch(
-        planner, endpoint, quotas={code: float(vcpus)}, instance_type=instance_type
-    )
-    assert result.returncode == 2, result.output
-    assert "Warning" not in result.output
-
-
-def test_a_quota_that_cannot_be_read_leaves_the_plan_usable(planner: Path, endpoint: str) -> None:
-    """An admin policy without servicequotas:GetServiceQuota, say: a warning naming the read."""
-    result = plan_from_scratch(planner, endpoint, quotas={})
-    assert result.returncode == 2, result.output
-    message = one_line(result.output)
-    assert "Warning:" in message and "L-DB2E81BA" in message
-
-
-def test_an_instance_type_no_zone_offers_fails_at_plan_time(planner: Path, endpoint: str) -> None:
-    """Issue 10, point 2: moto knows p5e.48xlarge but offers it in no zone of us-east-1."""
-    result = plan_from_scratch(planner, endpoint, instance_type="p5e.48xlarge")
-    assert result.returncode == 1
-    assert (
-        "No availability zone of us-east-1 offers instance_type p5e.48xlarge. "
-        "Choose another instance_type or region"
-    ) in one_line(result.output)
-
-
-def test_a_subnet_in_a_zone_without_the_type_fails_at_plan_time(
-    planner: Path, endpoint: str
-) -> None:
-    ec2 = harness.client("ec2", endpoint)
-    subnet = ec2.describe_subnets(
-        Filters=[
-            {"Name": "availability-zone", "Values": ["us-east-1e"]},
-            {"Name": "default-for-az", "Values": ["true"]},
-        ]
-    )["Subnets"][0]["SubnetId"]
-    result = plan_from_scratch(planner, endpoint, subnet_id=subnet)
-    assert result.returncode == 1
-    assert (
-        f"Subnet {subnet} is in us-east-1e, which does not offer instance_type g4dn.4xlarge. "
-        "Set subnet_id to a subnet in one of: us-east-1a, us-east-1b, us-east-1c, us-east-1d, "
-        "us-east-1f"
-    ) in one_line(result.output)
-
-
-def test_the_default_subnet_is_in_the_one_zone_that_offers_the_type(
-    planner: Path, endpoint: str
-) -> None:
-    """p6-b200.48xlarge is offered in us-east-1b only (moto's data): 1 chance in 6 by luck."""
-    result = plan_from_scratch(planner, endpoint, instance_type="p6-b200.48xlarge")
-    assert result.returncode == 2, result.output
-    shown = harness.run_terraform(planner, "plan", "-input=false", "-no-color", "-out=zone.tfplan")
-    assert shown.returncode == 0
-    plan = json.loads(harness.run_terraform(planner, "show", "-json", "zone.tfplan").stdout)
-    instance = next(c for c in plan["resource_changes"] if c["address"] == INSTANCE)
-    subnet = instance["change"]["after"]["subnet_id"]
-    ec2 = harness.client("ec2", endpoint)
-    zone = ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["AvailabilityZone"]
-    assert zones_offering(ec2, "p6-b200.48xlarge") == [zone]
-
-
 # --- 6. Issue 13: the cost options -------------------------------------------------------------
 #
-# Off by default: the stack above was applied without them. Then, from no state, one plan with all
-# of them on; and on the applied stack one apply that switches notifications on and sets an admin's
-# price (moto serves SNS). The budget is planned only: moto's Budgets lacks calls the
-# provider makes to read one back (test_moto_cannot_read_back_a_budgets_notifications).
-
-EMAILS = ["alice@example.com", "bob@example.com"]
-TOPIC = "aws_sns_topic.notify[0]"
-BUDGET = "aws_budgets_budget.monthly[0]"
+# Off by default: the stack above was applied without them. Then one apply that switches
+# notifications on and sets an admin's price (moto serves SNS). The plan with all of them on, from
+# no state, is in test_preflight.py.
 
 
 def state_addresses(stack: harness.Stack) -> list[str]:
@@ -640,7 +455,7 @@ def test_by_default_no_topic_no_budget_no_publish_permission_and_on_demand(
     assert "InstanceLifecycle" not in instance  # moto says "spot" for a spot instance
     state = json.loads(harness.run_terraform(stack.module, "show", "-json").stdout)
     resources = state["values"]["root_module"]["resources"]
-    jupyter = next(r for r in resources if r["address"] == INSTANCE)
+    jupyter = next(r for r in resources if r["address"] == harness.INSTANCE)
     assert jupyter["values"]["instance_market_options"] == []
 
 
@@ -677,113 +492,11 @@ def test_the_disk_carries_the_stack_tag_the_budget_filters_on(stack: harness.Sta
 
 
 @pytest.fixture(scope="module")
-def all_cost_options(planner: Path, endpoint: str) -> harness.Plan:
-    """A plan from no state with notifications, a budget and spot."""
-    harness.write_variables(
-        planner,
-        harness.design_note_variables(endpoint)
-        | {"notify_emails": EMAILS, "monthly_budget_usd": 300, "market": "spot"},
-    )
-    (planner / harness.PROVIDER_OVERRIDE_FILE).write_text(harness.provider_override(endpoint))
-    result = harness.run_terraform(
-        planner, "plan", "-input=false", "-no-color", "-out=costs.tfplan", check=False
-    )
-    assert result.returncode == 0, result.output
-    shown = harness.run_terraform(planner, "show", "-json", "costs.tfplan")
-    return harness.Plan(result.returncode, result.output, json.loads(shown.stdout))
-
-
-def test_notifications_make_one_encrypted_topic_and_one_email_subscription_per_address(
-    all_cost_options: harness.Plan,
-) -> None:
-    created = {a for a, actions in all_cost_options.changes().items() if actions == ["create"]}
-    assert {a for a in created if "sns" in a} == {
-        TOPIC,
-        *(f'aws_sns_topic_subscription.email["{email}"]' for email in EMAILS),
-    }
-    topic = all_cost_options.change(TOPIC)["after"]
-    assert (topic["name"], topic["kms_master_key_id"]) == (
-        "jupyter-on-demand-notify",
-        "alias/aws/sns",
-    )
-    for email in EMAILS:
-        subscription = all_cost_options.change(f'aws_sns_topic_subscription.email["{email}"]')
-        assert (subscription["after"]["protocol"], subscription["after"]["endpoint"]) == (
-            "email",
-            email,
-        )
-
-
-def test_the_budget_counts_this_stacks_tag_and_alerts_at_80_100_and_forecast_100(
-    all_cost_options: harness.Plan,
-) -> None:
-    assert all_cost_options.changes()[BUDGET] == ["create"]
-    budget = all_cost_options.change(BUDGET)["after"]
-    assert (budget["budget_type"], budget["time_unit"]) == ("COST", "MONTHLY")
-    assert (budget["limit_amount"], budget["limit_unit"]) == ("300", "USD")
-    assert budget["cost_filter"] == [
-        {"name": "TagKeyValue", "values": ["user:Stack$jupyter-on-demand"]}
-    ]
-    alerts = sorted(
-        (n["notification_type"], n["threshold"], n["threshold_type"], n["comparison_operator"])
-        for n in budget["notification"]
-    )
-    assert alerts == [
-        ("ACTUAL", 80, "PERCENTAGE", "GREATER_THAN"),
-        ("ACTUAL", 100, "PERCENTAGE", "GREATER_THAN"),
-        ("FORECASTED", 100, "PERCENTAGE", "GREATER_THAN"),
-    ]
-    assert [sorted(n["subscriber_email_addresses"]) for n in budget["notification"]] == [EMAILS] * 3
-
-
-def test_spot_is_a_persistent_request_that_stops_on_interruption(
-    all_cost_options: harness.Plan,
-) -> None:
-    instance = all_cost_options.change(INSTANCE)["after"]
-    assert instance["instance_market_options"] == [
-        {
-            "market_type": "spot",
-            "spot_options": [
-                {"spot_instance_type": "persistent", "instance_interruption_behavior": "stop"}
-            ],
-        }
-    ]
-
-
-def test_moto_cannot_read_back_a_budgets_notifications(endpoint: str) -> None:
-    """Why the budget is planned, never applied, here: the provider reads a budget's alerts
-    back with DescribeSubscribersForNotification and its tags with ListTagsForResource, and
-    moto's Budgets answers both with HTTP 500 (it implements neither)."""
-    budgets = boto3.client(
-        "budgets",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}),
-    )
-    with pytest.raises(ClientError) as raised:
-        budgets.describe_subscribers_for_notification(
-            AccountId="123456789012",
-            BudgetName="any",
-            Notification={
-                "NotificationType": "ACTUAL",
-                "ComparisonOperator": "GREATER_THAN",
-                "Threshold": 80,
-            },
-        )
-    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
-    with pytest.raises(ClientError) as raised:
-        budgets.list_tags_for_resource(ResourceARN="arn:aws:budgets::123456789012:budget/any")
-    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
-
-
-@pytest.fixture(scope="module")
 def notified(stack: harness.Stack) -> harness.Stack:
     """The applied stack after the admin adds notify_emails, long_run_hours and a price, and
     applies."""
     variables = stack.variables | {
-        "notify_emails": EMAILS,
+        "notify_emails": harness.EMAILS,
         "long_run_hours": 6,
         "price_per_hour_usd": 0.45,
     }
@@ -814,7 +527,7 @@ def test_switching_notifications_on_adds_the_topic_and_keeps_the_instance(
     assert attributes["KmsMasterKeyId"] == "alias/aws/sns"
     subscriptions = notified.client("sns").list_subscriptions_by_topic(TopicArn=arn)
     assert sorted((s["Protocol"], s["Endpoint"]) for s in subscriptions["Subscriptions"]) == [
-        ("email", email) for email in EMAILS
+        ("email", email) for email in harness.EMAILS
     ]
 
 

@@ -4,7 +4,7 @@ notify_emails, long_run_hours and monthly_budget_usd.
 Validations and the price lookup run in the real `terraform console`, in a scratch module holding
 the variable blocks exactly as variables.tf declares them (and prices.tf as it is): no provider
 needed. What the plan and the apply make of them (the topic, the budget, spot, the Lambda's price)
-is in test_apply.py, against moto.
+is in test_apply.py and test_preflight.py, against moto.
 """
 
 from __future__ import annotations
