@@ -164,40 +164,52 @@ def test_a_second_plan_shows_no_changes(stack: harness.Stack) -> None:
     assert all(actions == ["update"] for actions in plan.changes().values())
 
 
-def test_the_ready_tag_the_instance_sets_survives_a_later_plan(stack: harness.Stack) -> None:
-    """Issue 10, point 6: the instance tags itself once Jupyter answers; Terraform leaves it."""
+# What the instance and the start link tag at runtime, as they would: the ready tag (issue 10,
+# point 6), why the machine is awake or asleep (issue 12's verdict tags), and a keep-awake.
+RUNTIME_TAGS = {
+    handler.READY_TAG: "2026-01-01T00:00:00+00:00",
+    idle.AWAKE_BECAUSE_TAG: "kernel busy: train.ipynb",
+    idle.STOPS_AT_TAG: "",
+    idle.IDLE_SINCE_TAG: "",
+    idle.VERDICT_AT_TAG: "2026-01-01T00:00:00Z",
+    idle.STOP_REASON_TAG: "nobody worked for 40 min",
+    idle.STOPPED_AT_TAG: "2025-12-31T19:12:00Z",
+    idle_tags.MONTH_HOURS_TAG: "month=2026-01 hours=3.25 at=2026-01-01T00:00:00Z",
+    idle.KEEP_AWAKE_TAG: "until=2026-01-01T04:00:00Z set=2026-01-01T00:00:00Z",
+}
+
+
+@pytest.fixture(scope="module")
+def tagged_plan(stack: harness.Stack) -> harness.Plan:
+    """The tags set on the instance as at runtime, then a plan (one for the two tests below)."""
     stack.client("ec2").create_tags(
         Resources=[stack.instance_id],
-        Tags=[{"Key": handler.READY_TAG, "Value": "2026-01-01T00:00:00+00:00"}],
+        Tags=[{"Key": key, "Value": value} for key, value in RUNTIME_TAGS.items()],
     )
-    plan = stack.plan()
-    assert without_moto_difference(plan) == {}
-    if harness.INSTANCE in plan.changes():
-        assert not {"tags", "tags_all"} & changed_attributes(plan.change(harness.INSTANCE))
+    return stack.plan()
 
 
-def test_the_verdict_and_keep_awake_tags_survive_a_later_plan(stack: harness.Stack) -> None:
+def test_the_ready_tag_the_instance_sets_survives_a_later_plan(
+    stack: harness.Stack, tagged_plan: harness.Plan
+) -> None:
+    """Issue 10, point 6: the instance tags itself once Jupyter answers; Terraform leaves it."""
+    assert without_moto_difference(tagged_plan) == {}
+    if harness.INSTANCE in tagged_plan.changes():
+        assert not {"tags", "tags_all"} & changed_attributes(tagged_plan.change(harness.INSTANCE))
+    tags = {t["Key"]: t["Value"] for t in described_instance(stack)["Tags"]}
+    assert tags.get(handler.READY_TAG) == RUNTIME_TAGS[handler.READY_TAG]
+
+
+def test_the_verdict_and_keep_awake_tags_survive_a_later_plan(
+    stack: harness.Stack, tagged_plan: harness.Plan
+) -> None:
     """Issue 12: an apply must not erase why the machine is awake or asleep (the instance's
     verdict tags) nor cancel a keep-awake (the start link's tag)."""
-    values = {
-        idle.AWAKE_BECAUSE_TAG: "kernel busy: train.ipynb",
-        idle.STOPS_AT_TAG: "",
-        idle.IDLE_SINCE_TAG: "",
-        idle.VERDICT_AT_TAG: "2026-01-01T00:00:00Z",
-        idle.STOP_REASON_TAG: "nobody worked for 40 min",
-        idle.STOPPED_AT_TAG: "2025-12-31T19:12:00Z",
-        idle_tags.MONTH_HOURS_TAG: "month=2026-01 hours=3.25 at=2026-01-01T00:00:00Z",
-        idle.KEEP_AWAKE_TAG: "until=2026-01-01T04:00:00Z set=2026-01-01T00:00:00Z",
-    }
-    assert set(values) == {*idle_tags.VERDICT_TAGS, idle.KEEP_AWAKE_TAG}
-    stack.client("ec2").create_tags(
-        Resources=[stack.instance_id],
-        Tags=[{"Key": key, "Value": value} for key, value in values.items()],
-    )
-    plan = stack.plan()
-    assert without_moto_difference(plan) == {}
-    if harness.INSTANCE in plan.changes():
-        assert not {"tags", "tags_all"} & changed_attributes(plan.change(harness.INSTANCE))
+    values = {key: RUNTIME_TAGS[key] for key in (*idle_tags.VERDICT_TAGS, idle.KEEP_AWAKE_TAG)}
+    assert set(values) == {*idle_tags.VERDICT_TAGS, idle.KEEP_AWAKE_TAG} <= set(RUNTIME_TAGS)
+    assert without_moto_difference(tagged_plan) == {}
+    if harness.INSTANCE in tagged_plan.changes():
+        assert not {"tags", "tags_all"} & changed_attributes(tagged_plan.change(harness.INSTANCE))
     tags = {t["Key"]: t["Value"] for t in described_instance(stack)["Tags"]}
     assert {key: tags.get(key) for key in values} == values
 
@@ -444,8 +456,15 @@ def publish_statements(stack: harness.Stack) -> list[list[dict[str, Any]]]:
     ]
 
 
+@pytest.fixture(scope="module")
+def applied_state(stack: harness.Stack) -> dict[str, Any]:
+    """`terraform show -json` of the state as first applied (the tests below run before
+    `notified` applies again)."""
+    return dict(json.loads(harness.run_terraform(stack.module, "show", "-json").stdout))
+
+
 def test_by_default_no_topic_no_budget_no_publish_permission_and_on_demand(
-    stack: harness.Stack,
+    stack: harness.Stack, applied_state: dict[str, Any]
 ) -> None:
     addresses = state_addresses(stack)
     assert [a for a in addresses if "sns" in a or "budget" in a] == []
@@ -453,8 +472,7 @@ def test_by_default_no_topic_no_budget_no_publish_permission_and_on_demand(
     assert publish_statements(stack) == [[], []]
     instance = described_instance(stack)
     assert "InstanceLifecycle" not in instance  # moto says "spot" for a spot instance
-    state = json.loads(harness.run_terraform(stack.module, "show", "-json").stdout)
-    resources = state["values"]["root_module"]["resources"]
+    resources = applied_state["values"]["root_module"]["resources"]
     jupyter = next(r for r in resources if r["address"] == harness.INSTANCE)
     assert jupyter["values"]["instance_market_options"] == []
 
@@ -469,12 +487,11 @@ def test_the_lambda_gets_the_list_price_of_the_type_in_the_region(
 
 
 def test_the_page_url_setting_is_the_stages_invoke_url(
-    stack: harness.Stack, instance_env: dict[str, str]
+    stack: harness.Stack, instance_env: dict[str, str], applied_state: dict[str, Any]
 ) -> None:
     api_id = stack.client("apigateway").get_rest_apis()["items"][0]["id"]
-    state = json.loads(harness.run_terraform(stack.module, "show", "-json").stdout)
     stage = next(
-        r for r in state["values"]["root_module"]["resources"]
+        r for r in applied_state["values"]["root_module"]["resources"]
         if r["address"] == "aws_api_gateway_stage.v1"
     )  # fmt: skip
     page_url = boot_sync.fetch_settings(instance_env)["PAGE_URL"]
