@@ -99,11 +99,13 @@ def announce_ready(paths: Paths, timeout: float | None = None) -> None:
         started = time.monotonic()
         while not jupyter_answers(config, jupyter_env):
             if time.monotonic() > deadline:
+                if tagger.done() and tagger.exception() is not None:
+                    logger.error("and the ready tag could not be prepared: %s", tagger.exception())
                 raise BootError(f"Jupyter did not answer within {timeout:.0f} s")
             time.sleep(0.2)  # a refused connection on loopback costs nothing
         logger.info("Jupyter answers after %.1f s", time.monotonic() - started)
+        start_idle_clock(paths)  # Jupyter serves: also when the tag fails below
         ec2, instance = tagger.result()
-    start_idle_clock(paths)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     ec2.create_tags(Resources=[instance], Tags=[{"Key": config["READY_TAG"], "Value": now}])
     logger.info("JUPYTER-ON-DEMAND READY at %s", now)

@@ -132,6 +132,11 @@ def import_jupyter() -> Any:
     return LabApp
 
 
+# How long Jupyter waits for the wake's marker. It starts at network.target, before the wake's
+# unit can (after network-online, up to the wait-online timeout, and the install's check): the
+# secrets unit's TimeoutStartSec= (1500 s) and a margin for those. A wake that fails sooner ends
+# the wait with its failure marker (and BindsTo= stops this unit).
+WAKE_WAIT_SECONDS = "1800"
 # The unit's RestartPreventExitStatus=: a failed or missing wake is not retried every few seconds.
 WAKE_FAILED_EXIT = 3
 
@@ -146,7 +151,7 @@ def wait_for_wake() -> int:
     from wake_marker import wake_result
 
     paths = Paths.from_env()
-    timeout = float(os.environ.get("JOD_WAKE_TIMEOUT", "960"))
+    timeout = float(os.environ.get("JOD_WAKE_TIMEOUT", WAKE_WAIT_SECONDS))
     print(f"jupyter-on-demand: waiting for this boot's wake ({paths.wake_marker})", file=sys.stderr)
     result = wake_result(paths, timeout)
     if result is not True:

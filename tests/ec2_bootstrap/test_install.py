@@ -375,6 +375,8 @@ def test_jupyter_imports_while_cloud_init_brings_up_the_network() -> None:
     instead of after it. It serves nothing before this boot's wake, which does wait for
     network-online (test_wake_wait.py). Local filesystems and /tmp's boot cleanup come first."""
     before_jupyter = ordered_after("jupyter-on-demand.service")
+    # Its own, not only the flush unit's: it stops before the network goes down without it too.
+    assert "network.target" in words(unit("jupyter-on-demand.service"), "Unit", "After")
     assert not {"network-online.target", *DEFAULT_AFTER} & before_jupyter
     assert {"local-fs.target", "systemd-tmpfiles-setup.service", "network.target"} <= before_jupyter
     assert "network-online.target" in ordered_after("jupyter-on-demand-secrets.service")

@@ -311,7 +311,8 @@ def test_the_instance_id_comes_from_imdsv2_without_requests_nor_a_proxy(imds: st
         "print('requests' in sys.modules)"
     )
     env = {**os.environ, "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds,
-           "HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}  # fmt: skip
+           "HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+           "NO_PROXY": "", "no_proxy": ""}  # fmt: skip
     result = subprocess.run([sys.executable, "-c", script], cwd=BOOTSTRAP, env=env,
                             capture_output=True, text=True, check=True)  # fmt: skip
     assert result.stdout.split() == [FakeIMDS.instance_id, "False"]
@@ -344,6 +345,25 @@ def test_the_ec2_client_is_made_while_jupyter_is_asked(paths, monkeypatch) -> No
     monkeypatch.setattr(boot_ready, "start_idle_clock", lambda paths: None)
     boot_ready.announce_ready(paths, timeout=30)
     assert [tag["Resources"] for tag in tags] == [["i-1"]]
+
+
+def test_a_tag_that_cannot_be_prepared_still_restarts_the_idle_clock(paths, monkeypatch) -> None:
+    """No metadata service, say: Jupyter serves, so the idle clock starts at its answer; the
+    wake's end fails (the unit's READY_FAILED_EXIT), saying why."""
+    import boot_ready
+
+    write_wake_output(paths, free_port(), "pw", "tok")
+    restarted = []
+
+    def client(service: str, config: dict[str, str]) -> None:
+        raise OSError("no route to the metadata service")
+
+    monkeypatch.setattr(boot_ready, "aws_client", client)
+    monkeypatch.setattr(boot_ready, "jupyter_answers", lambda config, jupyter_env: True)
+    monkeypatch.setattr(boot_ready, "start_idle_clock", restarted.append)
+    with pytest.raises(OSError, match="no route to the metadata service"):
+        boot_ready.announce_ready(paths, timeout=30)
+    assert restarted == [paths]
 
 
 def test_a_failed_wake_tags_nothing_and_says_no_wake_done(paths, instance, caplog) -> None:
