@@ -26,8 +26,8 @@ logger = logging.getLogger("jupyter_on_demand.boot")
 
 
 def instance_id(config: dict[str, str]) -> str:
-    """From the config (tests) or IMDSv2, with the standard library (requests' import was a second
-    of the wake's end under the VM test's emulation), never through a proxy (link-local)."""
+    """From the config (tests) or IMDSv2, with the standard library (no import of requests at the
+    wake's end), never through a proxy (link-local)."""
     if config.get("INSTANCE_ID"):
         return config["INSTANCE_ID"]
     endpoint = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://169.254.169.254")
