@@ -23,7 +23,9 @@ def test_a_child_in_a_session_of_its_own_does_not_outlive_the_stop(tmp_path: Pat
     terminal running on after the test (seen in a loaded `make test`)."""
     pid_file = tmp_path / "child.pid"
     process = start_in_session(
-        ["/bin/sh", "-c", f'setsid sleep 300 & echo $! > "{pid_file}"; wait'],
+        # The child writes its own pid once in its new session: `$!` read from outside could
+        # name it before setsid(2) ran (CI saw it still in the parent's session).
+        ["/bin/sh", "-c", f"setsid sh -c 'echo $$ > \"{pid_file}\"; exec sleep 300' & wait"],
         dict(os.environ),
         tmp_path / "log.txt",
     )
