@@ -172,23 +172,31 @@ def console(expression: str) -> str:
     return result.stdout.strip()
 
 
-def console_with_variable(folder: Path, name: str, tfvars: str) -> subprocess.CompletedProcess[str]:
-    """`terraform console` printing `jsonencode(var.<name>)` in `folder`, a module that holds only
-    the variable exactly as variables.tf declares it, set by `tfvars` (the text of a .tfvars file).
+def console_in_module(
+    folder: Path, module: str, tfvars: str, expression: str
+) -> subprocess.CompletedProcess[str]:
+    """`terraform console` printing `expression` in `folder`, a module whose main.tf is `module`
+    (with any other files already in `folder`), its variables set by `tfvars` (a .tfvars text).
 
     An invalid value is reported on stderr while console still exits 0: the message is the verdict.
     """
-    (folder / "main.tf").write_text(variable_block(name))
+    (folder / "main.tf").write_text(module)
     (folder / "test.tfvars").write_text(tfvars)
     return subprocess.run(
         [terraform(), "console", "-no-color", "-var-file=test.tfvars"],
-        input=f"jsonencode(var.{name})",
+        input=expression,
         cwd=folder,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def console_with_variable(folder: Path, name: str, tfvars: str) -> subprocess.CompletedProcess[str]:
+    """`terraform console` printing `jsonencode(var.<name>)` in `folder`, a module that holds only
+    the variable exactly as variables.tf declares it, set by `tfvars`."""
+    return console_in_module(folder, variable_block(name), tfvars, f"jsonencode(var.{name})")
 
 
 def evaluate_for_each(expression: str, variable: str, values: list[Any]) -> list[Any]:

@@ -20,9 +20,9 @@ import pytest
 from tests.infrastructure.terraform import (
     INFRA,
     TFVARS_EXAMPLE,
+    console_in_module,
     console_with_variable,
     one_line,
-    terraform,
     tfvars_example,
     unwrap,
     variable_block,
@@ -34,19 +34,9 @@ PRICES = INFRA / "prices.tf"
 
 def console(folder: Path, names: list[str], tfvars: str, expression: str) -> object:
     """`terraform console` printing `expression` in a module of those variables (and prices.tf)."""
-    (folder / "main.tf").write_text("".join(variable_block(name) for name in names))
     shutil.copyfile(PRICES, folder / "prices.tf")
-    (folder / "test.tfvars").write_text(tfvars)
-    result = subprocess.run(
-        [terraform(), "console", "-no-color", "-var-file=test.tfvars"],
-        input=f"jsonencode({expression})",
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return accepted(result)
+    module = "".join(variable_block(name) for name in names)
+    return accepted(console_in_module(folder, module, tfvars, f"jsonencode({expression})"))
 
 
 def accepted(result: subprocess.CompletedProcess[str]) -> object:
@@ -149,19 +139,8 @@ def test_notify_emails_keeps_to_what_aws_budgets_takes(tmp_path: Path, emails: l
 
 
 def console_with_budget(folder: Path, tfvars: str) -> subprocess.CompletedProcess[str]:
-    (folder / "main.tf").write_text(
-        variable_block("monthly_budget_usd") + variable_block("notify_emails")
-    )
-    (folder / "test.tfvars").write_text(tfvars)
-    return subprocess.run(
-        [terraform(), "console", "-no-color", "-var-file=test.tfvars"],
-        input="jsonencode(var.monthly_budget_usd)",
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    module = variable_block("monthly_budget_usd") + variable_block("notify_emails")
+    return console_in_module(folder, module, tfvars, "jsonencode(var.monthly_budget_usd)")
 
 
 def test_a_budget_with_addresses_is_accepted(tmp_path: Path) -> None:

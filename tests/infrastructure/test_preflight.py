@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.infrastructure import stack as harness
-from tests.infrastructure.terraform import INFRA, one_line, terraform, variable_block
+from tests.infrastructure.terraform import (
+    INFRA,
+    console_in_module,
+    one_line,
+    variable_block,
+)
 
 TOPIC = "aws_sns_topic.notify[0]"
 BUDGET = "aws_budgets_budget.monthly[0]"
@@ -131,15 +135,9 @@ def quota_console(folder: Path, instance_type: str, market: str) -> dict[str, st
     source = (INFRA / "preflight.tf").read_text()
     start = source.index("\nlocals {\n")
     block = source[start : source.index("\n}\n", start) + 3]
-    (folder / "main.tf").write_text(
-        variable_block("instance_type") + variable_block("market") + block
-    )
-    result = subprocess.run(
-        [terraform(), "console", "-no-color", f"-var=instance_type={instance_type}",
-         f"-var=market={market}"],
-        input="jsonencode(local.vcpu_quota)", cwd=folder, capture_output=True, text=True,
-        timeout=120, check=False,
-    )  # fmt: skip
+    module = variable_block("instance_type") + variable_block("market") + block
+    tfvars = f'instance_type = "{instance_type}"\nmarket = "{market}"\n'
+    result = console_in_module(folder, module, tfvars, "jsonencode(local.vcpu_quota)")
     assert result.returncode == 0 and "Error" not in result.stderr, result.stderr
     return dict(json.loads(json.loads(result.stdout)))
 
