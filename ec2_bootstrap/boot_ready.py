@@ -11,11 +11,11 @@ import os
 import ssl
 import time
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from boot_sync import aws_client
+from imds import IMDS_URL, Metadata
 from layout import BootError, Paths, jupyter_url, read_config
 from wake_marker import wake_result
 
@@ -26,24 +26,11 @@ logger = logging.getLogger("jupyter_on_demand.boot")
 
 
 def instance_id(config: dict[str, str]) -> str:
-    """From the config (tests) or IMDSv2, with the standard library (no import of requests at the
-    wake's end), never through a proxy (link-local)."""
+    """From the config (tests) or IMDSv2 (no import of requests at the wake's end)."""
     if config.get("INSTANCE_ID"):
         return config["INSTANCE_ID"]
-    endpoint = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://169.254.169.254")
-    base = endpoint.rstrip("/")
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    token_request = urllib.request.Request(  # noqa: S310  (the metadata service's own URL)
-        f"{base}/latest/api/token", method="PUT",
-        headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
-    )  # fmt: skip
-    with direct.open(token_request, timeout=5) as response:
-        token = response.read(4096).decode()
-    id_request = urllib.request.Request(  # noqa: S310
-        f"{base}/latest/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token}
-    )
-    with direct.open(id_request, timeout=5) as response:
-        return str(response.read(4096).decode())
+    endpoint = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", IMDS_URL)
+    return Metadata(endpoint, timeout=5).get("/latest/meta-data/instance-id").decode()
 
 
 def jupyter_answers(config: dict[str, str], jupyter_env: dict[str, str]) -> bool:

@@ -41,6 +41,7 @@ from idle_proc import boot_id, boot_time, read_proc
 from idle_signals import BOOT_STEP, JUPYTER_SERVER, Machine, observe
 from idle_tags import MONTH_HOURS_TAG, long_run_hours, max_keep_awake_hours, warn_minutes
 from idle_verdict import changed, publish, stop_tags, summary, tags, view
+from imds import IMDS_URL
 from layout import Paths, idle_minutes, jupyter_url, read_config
 from rootfs import read_regular, write_file
 
@@ -80,7 +81,6 @@ LIMITS = {
     ),
     "warn_minutes": ("warn_seconds", "warn this long before the stop (at most a quarter of it)"),
 }
-IMDS_URL = "http://169.254.169.254"
 # The stop reason's tag waits at most this long before the stop (the unit's TimeoutStartSec is
 # 300 s: Jupyter 30 + metadata 4 + nvidia-smi 20 + flush 180 + this).
 STOP_PUBLISH_TIMEOUT = 15

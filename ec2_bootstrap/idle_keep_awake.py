@@ -14,23 +14,23 @@ Standard library only (idle_check.py).
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import re
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from idle_decision import CLOCK_SKEW, parse_time
 from idle_tags import KEEP_AWAKE_TAG
+from imds import Metadata
 from rootfs import read_regular
 
 logger = logging.getLogger("jupyter_on_demand.idle")
 
 TAG_VALUE = re.compile(r"until=(\S+) set=(\S+)")
-IMDS_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -75,27 +75,13 @@ def parse_file(raw: bytes | None) -> Request | None:
 def read_tag(imds_url: str) -> str | None:
     """The keep-awake tag through IMDSv2; None when there is none, tags aren't enabled in the
     metadata, or there is no metadata service (a laptop, the VM test): never an error."""
-    base = imds_url.rstrip("/")
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # link-local: no proxy
     try:
-        token_request = urllib.request.Request(  # noqa: S310  (the metadata service's own URL)
-            f"{base}/latest/api/token",
-            method="PUT",
-            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
-        )
-        with direct.open(token_request, timeout=IMDS_TIMEOUT) as response:
-            token = response.read(4096).decode()
-        tag_request = urllib.request.Request(  # noqa: S310
-            f"{base}/latest/meta-data/tags/instance/{KEEP_AWAKE_TAG}",
-            headers={"X-aws-ec2-metadata-token": token},
-        )
-        with direct.open(tag_request, timeout=IMDS_TIMEOUT) as response:
-            return str(response.read(4096).decode())
+        return Metadata(imds_url).get(f"/latest/meta-data/tags/instance/{KEEP_AWAKE_TAG}").decode()
     except urllib.error.HTTPError as error:
         if error.code != 404:
             logger.warning("instance metadata: HTTP %s reading the keep-awake tag", error.code)
         return None
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, http.client.HTTPException):
         return None
 
 

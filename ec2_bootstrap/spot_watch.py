@@ -31,13 +31,11 @@ import sys
 import threading
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from idle_check import (
-    IMDS_URL,
     count_hours,
     instance_defaults,
     load_state,
@@ -50,6 +48,7 @@ from idle_keep_awake import iso
 from idle_proc import boot_id, boot_time
 from idle_tags import STOP_REASON_TAG, STOPPED_AT_TAG
 from idle_verdict import run_publish
+from imds import IMDS_URL, Metadata
 from layout import Paths, read_config
 from rootfs import read_regular, write_file
 
@@ -58,7 +57,6 @@ logger = logging.getLogger("jupyter_on_demand.spot")
 NOTICE_PATH = "/latest/meta-data/spot/instance-action"
 POLL_SECONDS = 5.0  # AWS's advice: check for the notice every 5 s
 TOKEN_TTL = 300  # seconds an IMDSv2 token lives; a new one is taken a minute before it expires
-IMDS_TIMEOUT = 2.0
 FLUSH_TIMEOUT = 90  # AWS stops the machine two minutes after the notice
 PUBLISH_TIMEOUT = 20  # the tags and the message go out while the flush runs
 ACTIONS = ("stop", "terminate", "hibernate")  # what a notice may say AWS does
@@ -105,43 +103,15 @@ def parse_notice(body: bytes) -> Notice | None:
     return Notice(action, parsed) if parsed is not None else None
 
 
-class Metadata:
-    """The notice through IMDSv2: a token by PUT (renewed before it expires), then the GET with
-    it. Link-local: no proxy."""
-
-    def __init__(self, url: str) -> None:
-        self.base = url.rstrip("/")
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        self.token = ""
-        self.renew_at = 0.0
-
-    def notice(self) -> bytes | None:
-        """The notice's body; None while there is none (404). OSError (HTTPError, URLError),
-        ValueError or HTTPException when the metadata service can't be read."""
-        request = urllib.request.Request(  # noqa: S310  (the metadata service's own URL)
-            f"{self.base}{NOTICE_PATH}", headers={"X-aws-ec2-metadata-token": self._token()}
-        )
-        try:
-            with self.opener.open(request, timeout=IMDS_TIMEOUT) as response:
-                return bytes(response.read(4096))
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return None
-            if error.code == 401:  # the token expired early (a clock jump): a new one next poll
-                self.token = ""
-            raise
-
-    def _token(self) -> str:
-        if not self.token or time.monotonic() >= self.renew_at:
-            request = urllib.request.Request(  # noqa: S310
-                f"{self.base}/latest/api/token",
-                method="PUT",
-                headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL)},
-            )
-            with self.opener.open(request, timeout=IMDS_TIMEOUT) as response:
-                self.token = response.read(4096).decode()
-            self.renew_at = time.monotonic() + TOKEN_TTL - 60
-        return self.token
+def read_notice(metadata: Metadata) -> bytes | None:
+    """The notice's body; None while there is none (404). OSError (HTTPError, URLError),
+    ValueError or HTTPException when the metadata service can't be read."""
+    try:
+        return metadata.get(NOTICE_PATH)
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return None
+        raise
 
 
 def handled_notice(path: Path | None) -> Notice | None:
@@ -240,14 +210,14 @@ def publish_stop(command: str | None, values: dict[str, str]) -> None:
 
 def watch(options: Options) -> None:
     """Poll until the process is stopped (systemd, or AWS's stop)."""
-    metadata = Metadata(options.imds_url)
+    metadata = Metadata(options.imds_url, token_ttl=TOKEN_TTL)
     handled = handled_notice(options.notice_file)
     failing = False
     rejected: bytes | None = None
     logger.info("watching %s%s every %g s", options.imds_url, NOTICE_PATH, options.interval)
     while True:
         try:
-            body = metadata.notice()
+            body = read_notice(metadata)
         except (OSError, ValueError, http.client.HTTPException) as error:
             if not failing:  # once per outage, not every 5 s
                 logger.warning("cannot read the instance metadata (%s); trying again every %g s",
