@@ -199,6 +199,19 @@ def console_with_variable(folder: Path, name: str, tfvars: str) -> subprocess.Co
     return console_in_module(folder, variable_block(name), tfvars, f"jsonencode(var.{name})")
 
 
+def accepted(result: subprocess.CompletedProcess[str]) -> object:
+    """The value a console printed with `jsonencode(...)`, after no error."""
+    assert result.returncode == 0 and "Error" not in result.stderr, result.stderr
+    return json.loads(json.loads(result.stdout))
+
+
+def refusal(result: subprocess.CompletedProcess[str]) -> str:
+    """A console's refusal of a variable's value, on one line."""
+    # terraform console reports an invalid variable but still exits 0: the message is the verdict.
+    assert "Invalid value for variable" in result.stderr, result.stdout + result.stderr
+    return one_line(result.stderr)
+
+
 def evaluate_for_each(expression: str, variable: str, values: list[Any]) -> list[Any]:
     """A module's expression (`${...}` as hcl2 reads it) that reads `var.<variable>`, evaluated by
     the real `terraform console` once for each of `values`."""

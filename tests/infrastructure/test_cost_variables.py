@@ -20,9 +20,10 @@ import pytest
 from tests.infrastructure.terraform import (
     INFRA,
     TFVARS_EXAMPLE,
+    accepted,
     console_in_module,
     console_with_variable,
-    one_line,
+    refusal,
     tfvars_example,
     unwrap,
     variable_block,
@@ -37,17 +38,6 @@ def console(folder: Path, names: list[str], tfvars: str, expression: str) -> obj
     shutil.copyfile(PRICES, folder / "prices.tf")
     module = "".join(variable_block(name) for name in names)
     return accepted(console_in_module(folder, module, tfvars, f"jsonencode({expression})"))
-
-
-def accepted(result: subprocess.CompletedProcess[str]) -> object:
-    assert result.returncode == 0 and "Error" not in result.stderr, result.stderr
-    return json.loads(json.loads(result.stdout))
-
-
-def refusal(result: subprocess.CompletedProcess[str]) -> str:
-    # terraform console reports an invalid variable but still exits 0: the message is the verdict.
-    assert "Invalid value for variable" in result.stderr, result.stdout + result.stderr
-    return one_line(result.stderr)
 
 
 # --- Off by default, and in the example ----------------------------------------------------------

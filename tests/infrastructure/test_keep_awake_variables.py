@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.infrastructure.terraform import (
+    accepted,
+    console_in_module,
     console_with_variable,
-    one_line,
-    terraform,
+    refusal,
     tfvars_example,
     unwrap,
     variable_block,
@@ -28,28 +29,8 @@ from tests.infrastructure.terraform import (
 
 def console_with_warn_minutes(folder: Path, tfvars: str) -> subprocess.CompletedProcess[str]:
     """`terraform console` printing var.warn_minutes, in a module holding it and idle_minutes."""
-    (folder / "main.tf").write_text(variable_block("idle_minutes") + variable_block("warn_minutes"))
-    (folder / "test.tfvars").write_text(tfvars)
-    return subprocess.run(
-        [terraform(), "console", "-no-color", "-var-file=test.tfvars"],
-        input="jsonencode(var.warn_minutes)",
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def accepted(result: subprocess.CompletedProcess[str]) -> object:
-    assert result.returncode == 0 and "Error" not in result.stderr, result.stderr
-    return json.loads(json.loads(result.stdout))
-
-
-def refusal(result: subprocess.CompletedProcess[str]) -> str:
-    # terraform console reports an invalid variable but still exits 0: the message is the verdict.
-    assert "Invalid value for variable" in result.stderr, result.stdout + result.stderr
-    return one_line(result.stderr)
+    module = variable_block("idle_minutes") + variable_block("warn_minutes")
+    return console_in_module(folder, module, tfvars, "jsonencode(var.warn_minutes)")
 
 
 def test_the_defaults_are_the_issues_and_the_example_shows_them() -> None:
