@@ -162,6 +162,26 @@ def on_the_root_logger(sink: Sink) -> Iterator[Sink]:
         root.removeHandler(sink)
 
 
+@contextmanager
+def aws_calls() -> Iterator[list[str]]:
+    """The "service:Operation" of each call the handler's EC2 and SSM clients make in the block."""
+    clients = {"ec2": handler.client("ec2"), "ssm": handler.client("ssm")}
+    calls: list[str] = []
+    for service, client in clients.items():
+        real = client._make_api_call
+
+        def counting(operation, params, real=real, service=service):
+            calls.append(f"{service}:{operation}")
+            return real(operation, params)
+
+        client._make_api_call = counting
+    try:
+        yield calls
+    finally:
+        for client in clients.values():
+            del client._make_api_call
+
+
 @pytest.fixture(autouse=True)
 def runtime_log() -> Iterator[LambdaRuntimeLog]:
     """Every handler test logs through the runtime's strict handler, as in AWS."""

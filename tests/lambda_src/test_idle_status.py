@@ -13,7 +13,7 @@ from moto.ec2.models import ec2_backends
 
 import handler
 import idle
-from tests.lambda_src.conftest import TEAM_PASS, Stack, call, event
+from tests.lambda_src.conftest import TEAM_PASS, Stack, aws_calls, call, event
 
 CONTRACT_KEYS = {
     "stops_at",
@@ -263,21 +263,8 @@ def test_malformed_tags_count_as_absent_never_as_an_error(stack: Stack, tags: di
 def test_reading_the_verdict_costs_no_aws_call_beyond_describe_instances(stack: Stack) -> None:
     verdict(running(stack), awake_because="kernel busy: train.ipynb")
     status(stack)  # the password is now cached
-    ec2, ssm = handler.client("ec2"), handler.client("ssm")
-    calls: list[str] = []
-    for service, client in (("ec2", ec2), ("ssm", ssm)):
-        real = client._make_api_call
-
-        def counting(operation, params, real=real, service=service):
-            calls.append(f"{service}:{operation}")
-            return real(operation, params)
-
-        client._make_api_call = counting
-    try:
+    with aws_calls() as calls:
         body = status(stack)
-    finally:
-        for client in (ec2, ssm):
-            del client._make_api_call
     assert body["idle"]["awake_because"] == ["kernel busy: train.ipynb"]
     assert calls == ["ec2:DescribeInstances"]
 

@@ -24,7 +24,7 @@ import handler
 import idle
 from demo.gateway import serve
 from tests.browser.chromium import chromium
-from tests.lambda_src.conftest import TEAM_PASS, Stack, call, event
+from tests.lambda_src.conftest import TEAM_PASS, Stack, aws_calls, call, event
 
 NOW = datetime(2026, 11, 29, 17, 0, tzinfo=UTC)
 TAG = idle.MONTH_HOURS_TAG
@@ -356,21 +356,8 @@ def test_the_month_costs_no_aws_call_beyond_describe_instances(stack: Stack) -> 
     stack.ec2.start_instances(InstanceIds=[stack.instance_id])
     stack.set_tags({TAG: tag(f"{datetime.now(UTC):%Y-%m}", "0.00", datetime.now(UTC))})
     answer()  # the password is now cached
-    ec2, ssm = handler.client("ec2"), handler.client("ssm")
-    calls: list[str] = []
-    for service, client in (("ec2", ec2), ("ssm", ssm)):
-        real = client._make_api_call
-
-        def counting(operation, params, real=real, service=service):
-            calls.append(f"{service}:{operation}")
-            return real(operation, params)
-
-        client._make_api_call = counting
-    try:
+    with aws_calls() as calls:
         body = answer()
-    finally:
-        for client in (ec2, ssm):
-            del client._make_api_call
     assert "month" in body
     assert calls == ["ec2:DescribeInstances"]
 
