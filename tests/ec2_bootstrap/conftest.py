@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import shlex
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +25,15 @@ def remote(tmp_path):
     server = GitRemote(tmp_path / "remote")
     yield server
     server.stop()
+
+
+def recording_publisher(tmp_path: Path) -> tuple[str, Path]:
+    """A publish command (the idle checker's `--publish-command`) that appends each JSON object
+    of tags it gets to a file, one per line; the command and the file."""
+    out = tmp_path / "published.jsonl"
+    script = tmp_path / "publish.py"
+    script.write_text(
+        "import sys\n"
+        f"with open({str(out)!r}, 'a') as f: f.write(sys.stdin.read().strip() + '\\n')\n"
+    )
+    return shlex.join([sys.executable, str(script)]), out

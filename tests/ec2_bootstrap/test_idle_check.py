@@ -20,6 +20,7 @@ import idle_signals
 import jupyter_activity
 from idle_decision import Options, clock_state, parse_time
 from layout import Paths
+from tests.ec2_bootstrap.conftest import recording_publisher
 from tests.support.imds import FakeIMDS
 from tests.support.jupyter import PASSWORD, Jupyter, running_jupyter
 from tests.support.kernels import (
@@ -436,17 +437,6 @@ def test_a_flush_that_cannot_even_run_never_blocks_the_stop(jupyter, tmp_path) -
 
 
 # --- The verdict, told (idle_verdict.py), and keep-awake (idle_keep_awake.py, jupyter_idle_api.py)
-
-
-def recording_publisher(tmp_path: Path) -> tuple[str, Path]:
-    """A publish command that appends each JSON object of tags it gets to a file, one per line."""
-    out = tmp_path / "published.jsonl"
-    script = tmp_path / "publish.py"
-    script.write_text(
-        "import sys\n"
-        f"with open({str(out)!r}, 'a') as f: f.write(sys.stdin.read().strip() + '\\n')\n"
-    )
-    return f"{sys.executable} {script}", out
 
 
 def published(out: Path) -> list[dict]:

@@ -23,6 +23,7 @@ import idle_month
 from idle_decision import Observation, clock_state
 from idle_month import count, tag_value
 from idle_tags import MONTH_HOURS_TAG, STOP_REASON_TAG, VERDICT_TAGS
+from tests.ec2_bootstrap.conftest import recording_publisher
 
 CHECK = timedelta(seconds=30)  # jupyter-on-demand-idle.timer
 BOOT1 = datetime(2026, 11, 10, 8, 0, tzinfo=UTC)
@@ -258,17 +259,6 @@ class Machine:
 @pytest.fixture
 def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine]:
     yield Machine(tmp_path, monkeypatch, now=BOOTED + timedelta(minutes=5))
-
-
-def recording_publisher(tmp_path: Path) -> tuple[str, Path]:
-    """A publish command that appends each JSON object it gets to a file, one per line."""
-    out = tmp_path / "published.jsonl"
-    script = tmp_path / "publish.py"
-    script.write_text(
-        "import sys\n"
-        f"with open({str(out)!r}, 'a') as f: f.write(sys.stdin.read().strip() + '\\n')\n"
-    )
-    return shlex.join([sys.executable, str(script)]), out
 
 
 def calls(out: Path) -> list[dict[str, str]]:
