@@ -101,34 +101,45 @@ def test_the_warning_in_jupyterlab_and_keep_awake_1_h(tmp_path, monkeypatch) -> 
         jupyter_env = {"JOD_STATUS_POLL_SECONDS": "1", "WARN_MINUTES": str(WARN_MINUTES)}
         with running_jupyter(tmp_path / "root", tmp_path / "work", env=jupyter_env) as jupyter:
             args = checker_args(jupyter, tmp_path)
-            # Nobody has worked for 29 min and some seconds (the idle state as the checker keeps it).
-            idle_since = datetime.now(UTC) - timedelta(minutes=IDLE_MINUTES, seconds=-LEFT_SECONDS)
-            stops = (idle_since + timedelta(minutes=IDLE_MINUTES)).astimezone().strftime("%H:%M")
-            state = clock_state(boot_id(), idle_since, "a save")
-            (tmp_path / "idle-state.json").write_text(json.dumps(state))
             env = {**os.environ, **aws}
-            with chromium() as browser, checker_every(2, args, env) as verdicts:
+            with chromium() as browser:
                 browser.get(f"{jupyter.url}/login?next=/lab")
                 browser.find_element(By.NAME, "password").send_keys(PASSWORD)
                 browser.find_element(By.ID, "login_submit").click()
                 wait = WebDriverWait(browser, 90)
                 status = wait.until(lambda b: b.find_element(By.ID, "jod-idle-status"))
-                wait.until(lambda b: status.text == f"Idle 29 min · stops {stops}")
-                toast = wait.until(lambda b: shown(b, "because nobody is working"))
-                assert toast.text == f"This machine stops at {stops} because nobody is working."
-                # The tab polled every second all along, and the clock ran down: the warning.
-                wait.until(lambda _: any(v["action"] == "warn" for v in verdicts))
-                button = browser.find_element(
-                    By.XPATH, "//button[normalize-space()='Keep awake 1 h']"
+                # Only once JupyterLab is up (its load on a loaded machine may outlast the
+                # LEFT_SECONDS below): nobody has worked for 29 min and some seconds (the idle
+                # state as the checker keeps it), and the checker's timer from then on.
+                idle_since = datetime.now(UTC) - timedelta(
+                    minutes=IDLE_MINUTES, seconds=-LEFT_SECONDS
                 )
-                button.click()
-                wait.until(lambda b: status.text.startswith("Kept awake until "))
-                # The checker's next runs honour it, past the moment it would have stopped.
-                time.sleep(LEFT_SECONDS + 10)
-                last = verdicts[-1]
-                assert last["idle"] is False and "kept awake until" in last["reason"], last
-                assert not any(v["action"] in ("stop", "would-stop") for v in verdicts), verdicts
-                assert status.text.startswith("Kept awake until ")
+                stops = (idle_since + timedelta(minutes=IDLE_MINUTES)).astimezone()
+                stops_text = stops.strftime("%H:%M")
+                state = clock_state(boot_id(), idle_since, "a save")
+                (tmp_path / "idle-state.json").write_text(json.dumps(state))
+                with checker_every(2, args, env) as verdicts:
+                    wait.until(lambda b: status.text == f"Idle 29 min · stops {stops_text}")
+                    toast = wait.until(lambda b: shown(b, "because nobody is working"))
+                    assert (
+                        toast.text
+                        == f"This machine stops at {stops_text} because nobody is working."
+                    )
+                    # The tab polled every second all along, and the clock ran down: the warning.
+                    wait.until(lambda _: any(v["action"] == "warn" for v in verdicts))
+                    button = browser.find_element(
+                        By.XPATH, "//button[normalize-space()='Keep awake 1 h']"
+                    )
+                    button.click()
+                    wait.until(lambda b: status.text.startswith("Kept awake until "))
+                    # The checker's next runs honour it, past the moment it would have stopped.
+                    time.sleep(LEFT_SECONDS + 10)
+                    last = verdicts[-1]
+                    assert last["idle"] is False and "kept awake until" in last["reason"], last
+                    assert not any(v["action"] in ("stop", "would-stop") for v in verdicts), (
+                        verdicts
+                    )
+                    assert status.text.startswith("Kept awake until ")
             tags = instance_tags(ec2, instance_id)
             assert tags[AWAKE_BECAUSE_TAG].startswith("kept awake until "), tags
             # The start link, with the Lambda's environment, reads it from those tags.
