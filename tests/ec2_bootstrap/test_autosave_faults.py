@@ -596,13 +596,13 @@ def test_commits_a_teammate_pushed_to_the_side_branch_are_never_dropped(
 
 @pytest.fixture
 def slow(setup, monkeypatch):
-    """A Repo on the clone whose git commands may take 2 s, and a git that is slow while it holds
-    .git/index.lock; yields (repo, the marker that keeps git slow)."""
+    """A Repo on the clone whose git commands may take 10 s, and a git that is slow (30 s) while
+    it holds .git/index.lock; yields (repo, the marker that keeps git slow)."""
     repo_path, home = setup
     monkeypatch.setenv("HOME", str(home))
     marker = slow_git_while_index_locked(repo_path)
     repo = git_autosave.Repo(repo_path)
-    repo.timeout = 2
+    repo.timeout = 10  # not less: the quick commands, a push among them, must fit on a loaded CI
     yield repo, marker
     marker.unlink(missing_ok=True)
 
@@ -633,6 +633,7 @@ def test_a_git_that_runs_too_long_is_stopped_without_leaving_its_lock_behind(
         )
     # The next sync works: nothing for a person to clean up.
     marker.unlink()
+    repo.timeout = 120.0  # git_autosave's own
     outcome = repo.sync()
     assert outcome.pushed_to == "main" and outcome.waiting is None
     assert remote.show("a.txt") == "a\n"
@@ -648,7 +649,7 @@ def test_a_lock_a_persons_git_holds_stays_when_autosave_kills_its_own_git(
     marker = hang_pushes_and_take_index_lock(remote, repo_path)
     try:
         repo = git_autosave.Repo(repo_path)
-        repo.timeout = 3
+        repo.timeout = 10  # the push hangs 30 s; what comes before it must fit on a loaded CI
         (repo_path / "a.txt").write_text("a\n")
         with pytest.raises(subprocess.TimeoutExpired):
             repo.sync()  # the push hangs; meanwhile the person's git took index.lock
