@@ -84,6 +84,9 @@ def test_a_rebase_stopped_by_git_pull_is_left_as_the_person_left_it_and_saved_on
         # Both sides changed the same lines: autosave's push can't go to main.
         assert jupyter.save("analysis.py", "rate = 3  # instance\n").status_code == 200
         assert jupyter.save("notes.md", "# notes from the instance\n").status_code == 200
+        # Both saves on the side: a second batch's fetch would race the person's pull for
+        # refs/remotes/origin/main (a slow save can land after the first batch went).
+        wait_for(lambda: on_side(remote, "notes.md") == "# notes from the instance\n", timeout=30)
         wait_for(lambda: status(repo).get("side_branch"), timeout=30)
 
         # The person runs `git pull` in a Jupyter terminal: the rebase stops on the conflicts.
