@@ -32,6 +32,9 @@ from tests.support.kernels import (
 )
 
 CHECKER = Path(idle_check.__file__)
+# The machine's uptime is the host's: other tests' root `boot.py` runs must not count as this
+# instance's boot steps when the host booted less than 30 min ago.
+NO_BOOT_GRACE = ("--boot-grace-minutes", "0")
 IDLE_MINUTES = 0.1  # 6 s
 
 
@@ -59,7 +62,7 @@ def check(
             "--activity-file", str(jupyter.activity_file),
             "--process-root", str(jupyter.process.pid),
             "--verdict-file", str(jupyter.verdict_file),
-            "--insecure", "--dry-run", *extra,
+            "--insecure", "--dry-run", *NO_BOOT_GRACE, *extra,
         ],
         capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **(env or {})},
     )  # fmt: skip
@@ -303,7 +306,7 @@ def stopping_run(
             sys.executable, str(CHECKER), "--jupyter-url", jupyter.url, "--token", jupyter.token,
             "--idle-minutes", "0.01", "--state-file", str(tmp_path / "s.json"),
             "--process-root", str(jupyter.process.pid),
-            "--flush-command", flush, "--stop-command", stop, *extra,
+            "--flush-command", flush, "--stop-command", stop, *NO_BOOT_GRACE, *extra,
         ],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

@@ -210,4 +210,5 @@ def checker_args(jupyter: Jupyter, tmp_path: Path) -> list[str]:
         "--verdict-file", str(jupyter.verdict_file),
         "--publish-command", f"{sys.executable} {PUBLISHER}",
         "--process-root", str(jupyter.process.pid), "--dry-run",
+        "--boot-grace-minutes", "0",  # other tests' root boot.py runs are no boot of ours
     ]  # fmt: skip
