@@ -34,9 +34,9 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import boto3
 
@@ -183,43 +183,42 @@ def terraform_env() -> dict[str, str]:
 # --- moto ---------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """`python -m moto.server` on a free loopback port, with AWS's managed IAM policies loaded
-    (the API Gateway account role attaches one). Yields its endpoint."""
-    port = free_port()
+    """`python -m moto.server` on a loopback port it binds itself (port 0: no port picked here
+    that another test could take meanwhile), with AWS's managed IAM policies loaded (the API
+    Gateway account role attaches one). Yields its endpoint, as its startup line gives it."""
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise HarnessError(f"moto server did not start on {endpoint}") from None
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        process.terminate()
+    with tempfile.TemporaryDirectory() as folder, open(Path(folder) / "moto.log", "a+b") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            deadline = time.monotonic() + 60
+            while not (
+                started := re.search(rb"Running on (http://127\.0\.0\.1:\d+)", log_text(log))
+            ):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise HarnessError(f"moto server did not start: {log_text(log)[-2000:]!r}")
+                time.sleep(0.1)
+            yield started.group(1).decode()
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def log_text(log: IO[bytes]) -> bytes:
+    """All the log holds (opened for append: the writer's writes go to its end whatever this
+    reader's offset)."""
+    log.seek(0)
+    return log.read()
 
 
 class ServiceQuotasStub:
