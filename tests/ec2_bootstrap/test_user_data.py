@@ -144,10 +144,12 @@ def imported_modules(nodes: list[ast.stmt] | ast.AST) -> set[str]:
 
 def test_what_runs_on_the_system_python_needs_only_the_standard_library() -> None:
     """user_data's installer runs before any venv exists (its boto3 is imported inside the
-    functions that run in the venv); the idle checker always runs on the system Python."""
+    functions that run in the venv); the idle checker and the spot watcher always run on the
+    system Python, with the metadata client they share."""
     ours = {"__future__", "boot", "boot_install", "boot_sync", "layout", "rootfs"}
     idle_checker = [path.name for path in BOOTSTRAP.glob("idle_*.py")]
     assert "idle_check.py" in idle_checker
+    idle_checker += ["imds.py", "spot_watch.py"]
     ours |= {name.removesuffix(".py") for name in idle_checker}
     installer = [name for name in USER_DATA_FILES if name.endswith(".py")]
     for name, scope in [*((n, "module") for n in installer), *((n, "all") for n in idle_checker)]:
