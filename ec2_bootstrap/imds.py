@@ -23,30 +23,31 @@ class Metadata:
         self.timeout = timeout
         self.token_ttl = token_ttl
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        self.token = ""
+        self._token = ""
         self.renew_at = 0.0
 
     def get(self, path: str, limit: int = 4096) -> bytes:
         """The body of `path` (at most `limit` bytes)."""
         request = urllib.request.Request(  # noqa: S310  (the metadata service's own URL)
-            f"{self.base}{path}", headers={"X-aws-ec2-metadata-token": self._token()}
+            f"{self.base}{path}", headers={"X-aws-ec2-metadata-token": self.token()}
         )
         try:
             with self.opener.open(request, timeout=self.timeout) as response:
                 return bytes(response.read(limit))
         except urllib.error.HTTPError as error:
             if error.code == 401:  # the token expired early (a clock jump): a new one next time
-                self.token = ""
+                self._token = ""
             raise
 
-    def _token(self) -> str:
-        if not self.token or time.monotonic() >= self.renew_at:
+    def token(self) -> str:
+        """The session token, taken again when it is due (or was refused)."""
+        if not self._token or time.monotonic() >= self.renew_at:
             request = urllib.request.Request(  # noqa: S310
                 f"{self.base}/latest/api/token",
                 method="PUT",
                 headers={"X-aws-ec2-metadata-token-ttl-seconds": str(self.token_ttl)},
             )
             with self.opener.open(request, timeout=self.timeout) as response:
-                self.token = response.read(4096).decode()
+                self._token = response.read(4096).decode()
             self.renew_at = time.monotonic() + max(self.token_ttl - 60, 0)
-        return self.token
+        return self._token

@@ -106,6 +106,7 @@ def parse_notice(body: bytes) -> Notice | None:
 def read_notice(metadata: Metadata) -> bytes | None:
     """The notice's body; None while there is none (404). OSError (HTTPError, URLError),
     ValueError or HTTPException when the metadata service can't be read."""
+    metadata.token()  # outside: a 404 to the token's PUT is a fault, not "no notice"
     try:
         return metadata.get(NOTICE_PATH)
     except urllib.error.HTTPError as error:

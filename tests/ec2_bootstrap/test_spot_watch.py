@@ -333,6 +333,24 @@ def test_an_unreachable_metadata_service_is_logged_and_the_watch_goes_on(tmp_pat
     assert json.loads(notice_file.read_text())["time"] == iso(when)
 
 
+def test_a_token_refused_with_404_is_no_notice_but_a_metadata_fault(
+    imds: str, tmp_path: Path
+) -> None:
+    """A 404 means "no notice" only for the notice itself: a 404 to the token's PUT (a wrong
+    IMDS endpoint, say) is said like any fault, or the watch would poll blind in silence."""
+    FakeIMDS.token_status = 404
+    fakes = Fakes.make(tmp_path / "bin")
+    notice_file = tmp_path / "run" / "spot-interruption.json"
+    with watching(spot_args(imds, fakes, notice_file), fakes.env(), tmp_path / "w.log") as w:
+        w.says("cannot read the instance metadata")
+        assert FakeIMDS.spot_polls == 0
+        FakeIMDS.token_status = 200
+        FakeIMDS.spot_notice, when = notice_at()
+        wait_for(lambda: fakes.published(), timeout=30)
+        assert "the instance metadata answers again" in w.logs()
+    assert fakes.lines(fakes.wall_log) == [warning(when)]
+
+
 def test_a_rejected_token_is_replaced_and_the_notice_still_seen(imds: str, tmp_path: Path) -> None:
     """A token that stops working before its time (IMDS restarted, the clock jumped): 401, then
     a new token at the next poll."""

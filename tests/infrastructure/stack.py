@@ -187,7 +187,11 @@ def terraform_env() -> dict[str, str]:
 def moto_server() -> Iterator[str]:
     """`python -m moto.server` on a loopback port it binds itself (port 0: no port picked here
     that another test could take meanwhile), with AWS's managed IAM policies loaded (the API
-    Gateway account role attaches one). Yields its endpoint, as its startup line gives it."""
+    Gateway account role attaches one). Yields its endpoint, as its startup line gives it.
+
+    moto then believes its own port is 0 (MOTO_PORT): the URLs it builds back to itself (a
+    Lambda invoke, Step Functions, CloudFormation's custom resources) would be wrong; the stack
+    uses none of them."""
     env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
     with tempfile.TemporaryDirectory() as folder, open(Path(folder) / "moto.log", "a+b") as log:
         process = subprocess.Popen(
@@ -199,7 +203,7 @@ def moto_server() -> Iterator[str]:
         try:
             deadline = time.monotonic() + 60
             while not (
-                started := re.search(rb"Running on (http://127\.0\.0\.1:\d+)", log_text(log))
+                started := re.search(rb"Running on (http://127\.0\.0\.1:\d+)\r?\n", log_text(log))
             ):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise HarnessError(f"moto server did not start: {log_text(log)[-2000:]!r}")

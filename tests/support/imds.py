@@ -25,11 +25,12 @@ class FakeIMDS(BaseHTTPRequestHandler):
     spot_polls = 0  # GETs of the notice, with a valid token or not
     tokens = 0  # PUTs of a token
     token = "t0ken"
+    token_status = 200  # what a PUT of a token gets (404: a wrong endpoint, say)
 
     def do_PUT(self) -> None:
         assert self.path == "/latest/api/token"
         FakeIMDS.tokens += 1
-        self.reply(200, self.token)
+        self.reply(self.token_status, self.token if self.token_status == 200 else "")
 
     def do_GET(self) -> None:
         if self.path == SPOT_NOTICE_PATH:
@@ -70,6 +71,7 @@ def serving_imds(port: int = 0) -> Iterator[str]:
         FakeIMDS.spot_notice = None
         FakeIMDS.spot_polls = FakeIMDS.tokens = 0
         FakeIMDS.token = "t0ken"
+        FakeIMDS.token_status = 200
 
 
 @pytest.fixture
