@@ -313,17 +313,39 @@ def test_the_units_run_only_steps_boot_py_knows() -> None:
                 assert step in boot.STEPS, f"{path.name}: {line}"
 
 
-def unit(name: str) -> configparser.ConfigParser:
-    """The unit as the instance gets it: its template rendered for the default layout, which the
-    unit file beside it is (test_user_data.py keeps it so)."""
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
+class RepeatedLines(dict):
+    """configparser's options of one section, where a key given again adds its lines, as systemd
+    reads a list directive given twice (After=a, After=b: both), instead of the last one only."""
+
+    def __setitem__(self, key: str, value: object) -> None:
+        if isinstance(value, list) and key in self:
+            super().__getitem__(key).extend(value)
+        else:
+            super().__setitem__(key, value)
+
+
+def unit_text(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None, dict_type=RepeatedLines)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read(BOOTSTRAP / name)
+    parser.read_string(text)
     return parser
 
 
+def unit(name: str) -> configparser.ConfigParser:
+    """The unit as the instance gets it: its template rendered for the default layout, which the
+    unit file beside it is (test_user_data.py keeps it so)."""
+    return unit_text((BOOTSTRAP / name).read_text())
+
+
 def words(parser: configparser.ConfigParser, section: str, key: str) -> set[str]:
+    """Every word of every `key=` line in `section`."""
     return set(parser.get(section, key, fallback="").split())
+
+
+def test_a_list_directive_given_twice_keeps_both_lines() -> None:
+    parsed = unit_text("[Unit]\nAfter=a.target b.service\nDescription=x\nAfter=c.target\n")
+    assert words(parsed, "Unit", "After") == {"a.target", "b.service", "c.target"}
+    assert parsed.get("Unit", "Description") == "x"
 
 
 def test_at_shutdown_jupyter_stops_first_then_the_flush_runs_then_the_network_goes() -> None:
