@@ -26,6 +26,11 @@ PASSWORD = "team-password-for-tests"
 ROOT_FLAG = ["--allow-root"] if os.geteuid() == 0 else []
 
 
+# free_port() closes its probe and Jupyter binds the port seconds later (port_retries=0): another
+# process may take it meanwhile under `make test`. Jupyter then exits saying so, and starts again.
+PORT_TRIES = 3
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -198,7 +203,6 @@ def running_jupyter(
     env: dict[str, str] | None = None,
     hashed_password: str | None = None,
 ) -> Iterator[Jupyter]:
-    port = free_port()
     token = secrets.token_hex(16)
     work.mkdir(parents=True, exist_ok=True)
     root_dir.mkdir(parents=True, exist_ok=True)
@@ -206,7 +210,6 @@ def running_jupyter(
     environment = {
         **os.environ,
         "JUPYTER_IP": "127.0.0.1",
-        "JUPYTER_PORT": str(port),
         "JUPYTER_ROOT_DIR": str(root_dir),
         "JUPYTER_TOKEN": token,
         "JUPYTER_HASHED_PASSWORD": hashed_password if hashed_password is not None else hashed(),
@@ -222,14 +225,25 @@ def running_jupyter(
     environment |= env or {}
     log = work / "jupyter.log"
     jupyter = Path(sys.executable).parent / "jupyter"
-    process = start_in_session(
-        [str(jupyter), "lab", f"--config={CONFIG}", "--no-browser", *ROOT_FLAG], environment, log
-    )
-    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-    server = Jupyter(url, token, root_dir, activity, process, log)
+    for tries_left in reversed(range(PORT_TRIES)):
+        port = free_port()
+        environment["JUPYTER_PORT"] = str(port)
+        process = start_in_session(
+            [str(jupyter), "lab", f"--config={CONFIG}", "--no-browser", *ROOT_FLAG],
+            environment,
+            log,
+        )
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        try:
+            wait_until_up(url, token, process, log)
+            break
+        except BaseException:
+            stop_process_group(process)
+            if tries_left and f"port {port} is not available" in log.read_text():
+                continue
+            raise
     try:
-        wait_until_up(url, token, process, log)
-        yield server
+        yield Jupyter(url, token, root_dir, activity, process, log)
     finally:
         stop_process_group(process)
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
+import pytest
+
+from tests.support import jupyter as harness
 from tests.support.jupyter import start_in_session, stop_process_group
 
 
@@ -40,3 +44,20 @@ def test_a_child_in_a_session_of_its_own_does_not_outlive_the_stop(tmp_path: Pat
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(child)
+
+
+def test_a_port_another_process_took_before_jupyter_bound_it_gets_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """free_port() closes its probe before Jupyter binds the port, seconds later (its imports):
+    under `make test` another process may take it meanwhile. Jupyter then says so and exits
+    (port_retries=0): the harness starts it again on another port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1]])
+        real = harness.free_port
+        monkeypatch.setattr(harness, "free_port", lambda: next(ports, None) or real())
+        with harness.running_jupyter(tmp_path / "root", tmp_path / "work") as jupyter:
+            assert jupyter.url != f"http://127.0.0.1:{taken.getsockname()[1]}"
+            assert jupyter.api("GET", "/api/status?no_track_activity=1").status_code == 200
