@@ -158,15 +158,7 @@ USER_DATA_UNITS = layout.USER_DATA_UNITS
 def console(expression: str) -> str:
     """Evaluate one expression with the real `terraform console` (no providers needed)."""
     with tempfile.TemporaryDirectory() as empty:
-        result = subprocess.run(
-            [terraform(), "console"],
-            input=expression,
-            cwd=empty,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = console_in_module(Path(empty), "", "", expression)
     if result.returncode != 0:
         raise AssertionError(f"terraform console failed: {result.stderr}")
     return result.stdout.strip()
