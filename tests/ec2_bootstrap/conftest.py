@@ -27,6 +27,12 @@ def remote(tmp_path):
     server.stop()
 
 
+# The idle checker's flag for no boot grace. The machine's uptime is the host's: another test's
+# root `boot.py` must not count as a boot step of the instance a test plays when the host booted
+# less than 30 min ago (test_idle_check.py tests the grace itself).
+NO_BOOT_GRACE = ("--boot-grace-minutes", "0")
+
+
 def recording_publisher(tmp_path: Path) -> tuple[str, Path]:
     """A publish command (the idle checker's `--publish-command`) that appends each JSON object
     of tags it gets to a file, one per line; the command and the file."""

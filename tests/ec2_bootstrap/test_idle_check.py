@@ -20,7 +20,7 @@ import idle_signals
 import jupyter_activity
 from idle_decision import Options, clock_state, parse_time
 from layout import Paths
-from tests.ec2_bootstrap.conftest import recording_publisher
+from tests.ec2_bootstrap.conftest import NO_BOOT_GRACE, recording_publisher
 from tests.support.imds import FakeIMDS
 from tests.support.jupyter import PASSWORD, Jupyter, running_jupyter
 from tests.support.kernels import (
@@ -32,9 +32,6 @@ from tests.support.kernels import (
 )
 
 CHECKER = Path(idle_check.__file__)
-# The machine's uptime is the host's: other tests' root `boot.py` runs must not count as this
-# instance's boot steps when the host booted less than 30 min ago.
-NO_BOOT_GRACE = ("--boot-grace-minutes", "0")
 IDLE_MINUTES = 0.1  # 6 s
 
 

@@ -29,6 +29,7 @@ from idle_decision import clock_state
 from idle_proc import boot_id
 from idle_tags import AWAKE_BECAUSE_TAG
 from layout import env_file
+from tests.ec2_bootstrap.conftest import NO_BOOT_GRACE
 from tests.lambda_src.conftest import call, event
 from tests.support.jupyter import PASSWORD, Jupyter, running_jupyter
 from tests.support.ssm import REGION, moto_ssm_server
@@ -210,5 +211,5 @@ def checker_args(jupyter: Jupyter, tmp_path: Path) -> list[str]:
         "--verdict-file", str(jupyter.verdict_file),
         "--publish-command", f"{sys.executable} {PUBLISHER}",
         "--process-root", str(jupyter.process.pid), "--dry-run",
-        "--boot-grace-minutes", "0",  # other tests' root boot.py runs are no boot of ours
+        *NO_BOOT_GRACE,
     ]  # fmt: skip

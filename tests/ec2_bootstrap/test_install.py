@@ -20,6 +20,7 @@ import boot_ready
 import boot_sync
 import boot_wake
 import layout
+from tests.ec2_bootstrap.conftest import NO_BOOT_GRACE
 from tests.support.system_python import SYSTEM_PYTHON, system_python_version
 
 BOOTSTRAP = Path(boot.__file__).resolve().parent
@@ -45,8 +46,7 @@ def bare_idle_check(env: dict[str, str], marker: Path) -> subprocess.CompletedPr
     system_python_version()  # fails with how to install it when missing
     return subprocess.run(
         [str(SYSTEM_PYTHON), "-S", "-E", "-s", str(BOOTSTRAP / "idle_check.py"), "--instance",
-         "--min-uid", "100000", "--stop-command", f"touch {marker}",
-         "--boot-grace-minutes", "0"],  # other tests' root boot.py runs are no boot of ours
+         "--min-uid", "100000", "--stop-command", f"touch {marker}", *NO_BOOT_GRACE],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 

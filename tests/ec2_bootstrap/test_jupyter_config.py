@@ -309,9 +309,10 @@ def test_the_format_checkers_left_out_are_the_optional_ones_of_formats_jupyter_d
     None
 ):
     """Each module UNUSED_IMPORTS leaves out but argcomplete is one jsonschema imports
-    `with suppress(ImportError)` for a format checker, and no schema the server loads names one of those formats: Jupyter's
-    event and settings schemas (jupyter_lsp's, which does, is off in the project's config). The
-    JSON Schema metaschemas' "uri-reference" on `$id` goes unchecked in schemas Jupyter ships."""
+    `with suppress(ImportError)` for a format checker, and no schema the server loads names one
+    of those formats: Jupyter's event and settings schemas (jupyter_lsp's, which does, is off in
+    the project's config). The JSON Schema metaschemas' "uri-reference" on `$id` goes unchecked in
+    schemas Jupyter ships."""
     import jsonschema._format
     import traitlets.config.argcomplete_config
 

@@ -34,6 +34,7 @@ import boot_wake
 import idle_check
 from demo.git_remote import GitRemote
 from layout import Paths, read_config
+from tests.ec2_bootstrap.conftest import NO_BOOT_GRACE
 from tests.infrastructure.terraform import render_bundle
 from tests.support.jupyter import running_jupyter
 from tests.support.ssm import PREFIX, put_bundle, put_settings, settings_for
@@ -93,13 +94,11 @@ class Instance:
 
     def idle_check(self, *args: str) -> dict:
         result = subprocess.run(
-            # Other tests' root boot.py runs are no boot of this instance's (the host's uptime).
             [
                 str(self.python),
                 str(BOOTSTRAP / "idle_check.py"),
                 "--instance",
-                "--boot-grace-minutes",
-                "0",
+                *NO_BOOT_GRACE,
                 *args,
             ],
             env=self.env,

@@ -1,7 +1,7 @@
 """The real stack, applied by real Terraform with the real AWS provider against a moto server.
 
-Reusable: tests/infrastructure/test_apply.py and test_preflight.py drive it, bench/terraform_apply.py
-times it, and the VM acceptance test can boot the user_data exactly as Terraform sent it:
+Reusable: tests/infrastructure/test_apply.py and test_preflight.py drive it,
+bench/terraform_apply.py times it, and the VM acceptance test can boot the user_data exactly as Terraform sent it:
 
     with moto_server() as endpoint:
         stack = apply(tmp_path, endpoint, design_note_variables(endpoint) | {"idle_minutes": 1})

@@ -7,8 +7,8 @@ test_apply.py applies the stack; the two files share no state, so pytest-xdist r
 side.
 
 moto differs from AWS in two places these plans meet, each asserted here as evidence:
-- Service Quotas: moto serves only the `vpc` service code (test_moto_cannot_serve_the_ec2_vcpu_quota);
-  a stub on loopback (stack.ServiceQuotasStub) stands in for AWS's GetServiceQuota;
+- Service Quotas: moto serves only the `vpc` service code
+  (test_moto_cannot_serve_the_ec2_vcpu_quota); a stub on loopback (stack.ServiceQuotasStub) stands in for AWS's GetServiceQuota;
 - Budgets: moto can't read a budget's notifications back, so the budget is planned, never applied
   (test_moto_cannot_read_back_a_budgets_notifications).
 """
