@@ -30,7 +30,10 @@ def instance_id(config: dict[str, str]) -> str:
     if config.get("INSTANCE_ID"):
         return config["INSTANCE_ID"]
     endpoint = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", IMDS_URL)
-    return Metadata(endpoint, timeout=5).get("/latest/meta-data/instance-id").decode()
+    found = Metadata(endpoint, timeout=5).get("/latest/meta-data/instance-id")
+    if found is None:
+        raise BootError("the instance metadata has no instance-id")
+    return found.decode()
 
 
 def jupyter_answers(config: dict[str, str], jupyter_env: dict[str, str]) -> bool:

@@ -76,9 +76,10 @@ def read_tag(imds_url: str) -> str | None:
     """The keep-awake tag through IMDSv2; None when there is none, tags aren't enabled in the
     metadata, or there is no metadata service (a laptop, the VM test): never an error."""
     try:
-        return Metadata(imds_url).get(f"/latest/meta-data/tags/instance/{KEEP_AWAKE_TAG}").decode()
+        found = Metadata(imds_url).get(f"/latest/meta-data/tags/instance/{KEEP_AWAKE_TAG}")
+        return None if found is None else found.decode()
     except urllib.error.HTTPError as error:
-        if error.code != 404:
+        if error.code != 404:  # a 404 here is the token's (a wrong endpoint): quiet, as no tag
             logger.warning("instance metadata: HTTP %s reading the keep-awake tag", error.code)
         return None
     except (OSError, ValueError, UnicodeDecodeError, http.client.HTTPException):

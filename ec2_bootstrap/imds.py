@@ -26,8 +26,9 @@ class Metadata:
         self._token = ""
         self.renew_at = 0.0
 
-    def get(self, path: str, limit: int = 4096) -> bytes:
-        """The body of `path` (at most `limit` bytes)."""
+    def get(self, path: str, limit: int = 4096) -> bytes | None:
+        """The body of `path` (at most `limit` bytes); None when `path` itself is 404 (no tag, no
+        spot notice). A 404 to the token's PUT (a wrong endpoint) is an error like any other."""
         request = urllib.request.Request(  # noqa: S310  (the metadata service's own URL)
             f"{self.base}{path}", headers={"X-aws-ec2-metadata-token": self.token()}
         )
@@ -35,6 +36,8 @@ class Metadata:
             with self.opener.open(request, timeout=self.timeout) as response:
                 return bytes(response.read(limit))
         except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
             if error.code == 401:  # the token expired early (a clock jump): a new one next time
                 self._token = ""
             raise

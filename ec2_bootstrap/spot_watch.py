@@ -30,7 +30,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -101,18 +100,6 @@ def parse_notice(body: bytes) -> Notice | None:
         return None
     parsed = parse_time(when)
     return Notice(action, parsed) if parsed is not None else None
-
-
-def read_notice(metadata: Metadata) -> bytes | None:
-    """The notice's body; None while there is none (404). OSError (HTTPError, URLError),
-    ValueError or HTTPException when the metadata service can't be read."""
-    metadata.token()  # outside: a 404 to the token's PUT is a fault, not "no notice"
-    try:
-        return metadata.get(NOTICE_PATH)
-    except urllib.error.HTTPError as error:
-        if error.code == 404:
-            return None
-        raise
 
 
 def handled_notice(path: Path | None) -> Notice | None:
@@ -218,7 +205,7 @@ def watch(options: Options) -> None:
     logger.info("watching %s%s every %g s", options.imds_url, NOTICE_PATH, options.interval)
     while True:
         try:
-            body = read_notice(metadata)
+            body = metadata.get(NOTICE_PATH)  # None while there is no notice
         except (OSError, ValueError, http.client.HTTPException) as error:
             if not failing:  # once per outage, not every 5 s
                 logger.warning("cannot read the instance metadata (%s); trying again every %g s",

@@ -318,6 +318,17 @@ def test_the_instance_id_comes_from_imdsv2_without_requests_nor_a_proxy(imds: st
     assert result.stdout.split() == [FakeIMDS.instance_id, "False"]
 
 
+def test_an_instance_id_the_metadata_lacks_is_said(imds: str, monkeypatch) -> None:
+    """A 404 is "none" to the metadata client: the ready tag's instance id then fails, saying so,
+    rather than tagging an empty id."""
+    import boot_ready
+
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds)
+    FakeIMDS.instance_id = None
+    with pytest.raises(layout.BootError, match="no instance-id"):
+        boot_ready.instance_id({})
+
+
 def test_the_ec2_client_is_made_while_jupyter_is_asked(paths, monkeypatch) -> None:
     """After root's marker, Jupyter reads its config and listens while the wake makes its EC2
     client (EC2's large model) and reads the instance id: neither waits for the other."""

@@ -20,7 +20,7 @@ class FakeIMDS(BaseHTTPRequestHandler):
     """IMDSv2 as EC2 serves it: a token by PUT, then the tag or the notice with it."""
 
     tag: str | None = None
-    instance_id = "i-0123456789abcdef0"
+    instance_id: str | None = "i-0123456789abcdef0"
     spot_notice: str | None = None  # the body of /latest/meta-data/spot/instance-action
     spot_polls = 0  # GETs of the notice, with a valid token or not
     tokens = 0  # PUTs of a token
@@ -41,7 +41,7 @@ class FakeIMDS(BaseHTTPRequestHandler):
             self.reply(200, self.tag)
         elif self.path == SPOT_NOTICE_PATH and self.spot_notice is not None:
             self.reply(200, self.spot_notice)
-        elif self.path == "/latest/meta-data/instance-id":
+        elif self.path == "/latest/meta-data/instance-id" and self.instance_id:
             self.reply(200, self.instance_id)
         else:
             self.reply(404, "")
@@ -72,6 +72,7 @@ def serving_imds(port: int = 0) -> Iterator[str]:
         FakeIMDS.spot_polls = FakeIMDS.tokens = 0
         FakeIMDS.token = "t0ken"
         FakeIMDS.token_status = 200
+        FakeIMDS.instance_id = "i-0123456789abcdef0"
 
 
 @pytest.fixture
